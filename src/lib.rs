@@ -1,0 +1,2 @@
+//! Signal Manager: a horizontally scalable WebRTC signaling service.
+pub mod protocol;

@@ -1,0 +1,135 @@
+//! The structured payloads, one struct per protocol message. Each derives both
+//! serde (for JSON and CBOR, with the wire field names) and prost (for
+//! protobuf, with the tags of `proto/signal_manager/v1/signal_manager.proto`),
+//! so one definition serves all three codecs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest valid client id, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether `id` is 1 to 128 bytes of `[A-Za-z0-9._:@-]`.
+pub fn is_valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CLIENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}
+
+/// CONNECT: a client authenticates as `client_id` with `auth_token`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+#[prost(skip_debug)]
+pub struct ConnectPayload {
+    /// The id the client wants to be reachable as.
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    /// A JWT (or a development token).
+    #[prost(string, tag = "2")]
+    pub auth_token: String,
+}
+
+impl fmt::Debug for ConnectPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a credential: never print it.
+        f.debug_struct("ConnectPayload")
+            .field("client_id", &self.client_id)
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// CONNECT_ACK: the session is established.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+pub struct ConnectAckPayload {
+    /// The session's id; stays the same across token refreshes.
+    #[prost(string, tag = "1")]
+    pub session_id: String,
+    /// The authenticated client id.
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    /// The node holding the session.
+    #[prost(string, tag = "3")]
+    pub node_id: String,
+    /// How often the client must send HEARTBEAT.
+    #[prost(uint32, tag = "4")]
+    pub heartbeat_interval_ms: u32,
+}
+
+/// SIGNAL_OFFER / SIGNAL_ANSWER / SIGNAL_ICE_CANDIDATE as a client sends it.
+///
+/// The receiver additionally learns the sender, see [`Message::source_client_id`](super::Message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalPayload {
+    /// The peer the signal is for.
+    pub target_client_id: String,
+    /// Opaque signaling data (SDP, ICE candidate), may be empty.
+    pub signal_data: String,
+}
+
+/// The `Signal` message as it travels on the wire, with the optional source.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+pub struct WireSignal {
+    /// The peer the signal is for.
+    #[prost(string, tag = "1")]
+    pub target_client_id: String,
+    /// The sender, stamped by the server; ignored when a client sends it.
+    #[prost(string, tag = "2")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_client_id: String,
+    /// Opaque signaling data.
+    #[prost(string, tag = "3")]
+    pub signal_data: String,
+}
+
+/// ERROR: a failure, answering the frame whose id it carries.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+pub struct ErrorPayload {
+    /// One of the protocol's error codes.
+    #[prost(string, tag = "1")]
+    pub code: String,
+    /// A short human sentence.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// DISCONNECT: why the session ends. A client may leave both fields out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+pub struct DisconnectPayload {
+    /// One of the protocol's disconnect reasons.
+    #[prost(string, tag = "1")]
+    #[serde(default)]
+    pub reason: String,
+    /// A short human sentence.
+    #[prost(string, tag = "2")]
+    #[serde(default)]
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_rules() {
+        assert!(is_valid_client_id("alice"));
+        assert!(is_valid_client_id("a.b_c:d@e-f9"));
+        assert!(is_valid_client_id(&"x".repeat(128)));
+        assert!(!is_valid_client_id(&"x".repeat(129)));
+        assert!(!is_valid_client_id(""));
+        assert!(!is_valid_client_id("with space"));
+        assert!(!is_valid_client_id("é"));
+        assert!(!is_valid_client_id("a/b"));
+    }
+
+    #[test]
+    fn connect_debug_hides_the_token() {
+        let p = ConnectPayload {
+            client_id: "alice".into(),
+            auth_token: "sekrit".into(),
+        };
+        assert!(!format!("{p:?}").contains("sekrit"));
+    }
+}
