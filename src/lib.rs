@@ -1,2 +1,3 @@
 //! Signal Manager: a horizontally scalable WebRTC signaling service.
+pub mod config;
 pub mod protocol;

@@ -1,0 +1,21 @@
+//! Typed settings and where they come from.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file (`--config`,
+//! else `./config.toml`), `SIGNAL_MANAGER_<SECTION>_<KEY>` environment
+//! variables, command-line flags. [`load`] merges them with the `config`
+//! crate, names the source of any bad key, and validates values. Secrets are
+//! wrapped in [`Secret`] so no `Debug` or error ever prints them.
+
+mod keys;
+mod settings;
+mod sources;
+
+pub use keys::KEYS;
+pub use settings::{
+    AdminSettings, AuthSettings, ClusterSettings, LogFormat, LoggingSettings, Secret,
+    ServerSettings, Settings, TelemetrySettings,
+};
+pub use sources::{load, ConfigError, Loaded, Sources};
+
+#[cfg(test)]
+mod tests;

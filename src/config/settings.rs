@@ -1,0 +1,340 @@
+//! The typed settings with their defaults, and value validation.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A secret string: deserializes like a string, never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// All settings of a node.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[cluster]`.
+    pub cluster: ClusterSettings,
+    /// `[admin]`.
+    pub admin: AdminSettings,
+    /// `[logging]`.
+    pub logging: LoggingSettings,
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySettings,
+    /// `[firestore]` from the original README: accepted and ignored.
+    #[serde(rename = "firestore")]
+    pub legacy_firestore: Option<serde::de::IgnoredAny>,
+}
+
+/// `[server]`: the WebSocket listener and session limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// WebSocket listen address.
+    pub host: String,
+    /// WebSocket port.
+    pub port: u16,
+    /// Above this many open sockets, new ones get SERVER_BUSY.
+    pub max_connections: usize,
+    /// Seconds; sent to clients in CONNECT_ACK.
+    pub heartbeat_interval: u64,
+    /// Seconds a new socket has to send CONNECT.
+    pub connect_timeout: u64,
+    /// Seconds a SIGTERM drain may take.
+    pub drain_timeout: u64,
+    /// Sustained frames per second per client.
+    pub rate_limit_per_second: u32,
+    /// Burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Frames a session's outbound queue holds before SLOW_CONSUMER.
+    pub outbound_queue_frames: usize,
+    /// Bytes a session's outbound queue holds before SLOW_CONSUMER.
+    pub outbound_queue_bytes: usize,
+    /// Invalid frames in a row before DISCONNECT POLICY.
+    pub max_invalid_frames: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            max_connections: 100_000,
+            heartbeat_interval: 30,
+            connect_timeout: 10,
+            drain_timeout: 10,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 1 << 20,
+            max_invalid_frames: 100,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval)
+    }
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout)
+    }
+    /// The drain timeout.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout)
+    }
+}
+
+/// `[auth]`: token verification and minting.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret.
+    pub token_secret: Option<Secret>,
+    /// PEM public key for RS256 / ES256.
+    pub public_key_path: Option<PathBuf>,
+    /// Required `iss` when set.
+    pub issuer: Option<String>,
+    /// Required `aud` when set.
+    pub audience: Option<String>,
+    /// Lifetime in seconds of tokens minted by the `token` subcommand.
+    pub token_expiry: u64,
+    /// Seconds of clock skew allowed on `exp`.
+    pub leeway: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            token_secret: None,
+            public_key_path: None,
+            issuer: None,
+            audience: None,
+            token_expiry: 3600,
+            leeway: 0,
+        }
+    }
+}
+
+/// `[cluster]`: the backend that makes nodes one service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Unset: single node, in-memory backend. Set: Redis cluster mode.
+    pub redis_url: Option<Secret>,
+    /// Unique per node; default hostname plus a random suffix.
+    pub node_id: Option<String>,
+    /// Namespace of every Redis key and channel.
+    pub key_prefix: String,
+    /// Seconds a presence record lives without refresh; default 3 × heartbeat.
+    pub presence_ttl: Option<u64>,
+    /// Pooled Redis connections for commands (pub/sub has its own).
+    pub redis_pool_size: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis_url: None,
+            node_id: None,
+            key_prefix: "sm".into(),
+            presence_ttl: None,
+            redis_pool_size: 8,
+        }
+    }
+}
+
+/// `[admin]`: the HTTP listener for health and metrics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Listen address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            host: "127.0.0.1".into(),
+            port: 9090,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[logging]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// A level or a `RUST_LOG`-style filter.
+    pub level: String,
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP base URL; the node posts to `<base>/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name`.
+    pub service_name: String,
+    /// Parent-based sampling ratio in `0.0..=1.0`.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: "signal-manager".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks values that parse but cannot work; returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.server;
+        let positive = [
+            ("server.port", u64::from(s.port)),
+            ("server.max_connections", s.max_connections as u64),
+            ("server.heartbeat_interval", s.heartbeat_interval),
+            ("server.connect_timeout", s.connect_timeout),
+            (
+                "server.rate_limit_per_second",
+                u64::from(s.rate_limit_per_second),
+            ),
+            ("server.rate_limit_burst", u64::from(s.rate_limit_burst)),
+            (
+                "server.outbound_queue_frames",
+                s.outbound_queue_frames as u64,
+            ),
+            ("server.max_invalid_frames", u64::from(s.max_invalid_frames)),
+            ("admin.port", u64::from(self.admin.port)),
+            (
+                "cluster.redis_pool_size",
+                self.cluster.redis_pool_size as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err((key, "must be greater than 0".into()));
+            }
+        }
+        if s.heartbeat_interval > 86_400 {
+            return Err((
+                "server.heartbeat_interval",
+                "must be at most 86400 seconds".into(),
+            ));
+        }
+        if s.outbound_queue_bytes < crate::protocol::MAX_FRAME_LEN {
+            return Err((
+                "server.outbound_queue_bytes",
+                format!(
+                    "must be at least {} (one largest frame)",
+                    crate::protocol::MAX_FRAME_LEN
+                ),
+            ));
+        }
+        if s.host.parse::<IpAddr>().is_err() && s.host != "localhost" {
+            return Err(("server.host", "must be an IP address or localhost".into()));
+        }
+        if self.admin.host.parse::<IpAddr>().is_err() && self.admin.host != "localhost" {
+            return Err(("admin.host", "must be an IP address or localhost".into()));
+        }
+        if self.cluster.presence_ttl == Some(0) {
+            return Err(("cluster.presence_ttl", "must be greater than 0".into()));
+        }
+        if self.cluster.key_prefix.is_empty() {
+            return Err(("cluster.key_prefix", "must not be empty".into()));
+        }
+        if let Some(id) = &self.cluster.node_id {
+            if !crate::protocol::is_valid_client_id(id) {
+                return Err((
+                    "cluster.node_id",
+                    "must be 1 to 128 characters of [A-Za-z0-9._:@-]".into(),
+                ));
+            }
+        }
+        let ratio = self.telemetry.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err((
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if self.auth.token_expiry == 0 {
+            return Err(("auth.token_expiry", "must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Seconds a presence record lives without refresh.
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(
+            self.cluster
+                .presence_ttl
+                .unwrap_or(self.server.heartbeat_interval.saturating_mul(3)),
+        )
+    }
+
+    /// Whether the WebSocket listener is bound to a loopback address.
+    pub fn listens_on_loopback(&self) -> bool {
+        self.server.host == "localhost"
+            || self
+                .server
+                .host
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
