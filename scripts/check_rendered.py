@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Assertions on rendered deployment files, used by scripts/validate-deploy.sh.
+
+  check_rendered.py split RENDERED BUILTIN_OUT CRD_OUT
+      Split a multi-document manifest: resources of custom resource
+      definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
+  check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
+                                  [--no-secret] [--expect-kind KIND ...]
+      Check a `helm template` output of the signal-manager chart.
+  check_rendered.py compose CONFIG_JSON [--monitoring]
+      Check `docker-compose config --format json` of docker-compose.yml.
+  check_rendered.py metrics DASHBOARD_JSON PROMETHEUS_YML
+      Check that the Grafana dashboard and Prometheus scrape config use the
+      service's metric names and nodes.
+
+Prints one line per failed assertion and exits 1 if any failed.
+"""
+
+import argparse
+import base64
+import json
+import re
+import sys
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+import yaml
+
+CRD_GROUPS = ("monitoring.coreos.com/",)
+
+# Configuration keys a node accepts (docs: configuration contract).
+CONFIG_KEYS = {
+    "server": {"host", "port", "max_connections", "heartbeat_interval", "connect_timeout",
+               "drain_timeout", "rate_limit_per_second", "rate_limit_burst"},
+    "auth": {"token_secret", "public_key_path", "issuer", "audience", "token_expiry", "leeway"},
+    "cluster": {"redis_url", "node_id", "key_prefix", "presence_ttl"},
+    "admin": {"host", "port"},
+    "logging": {"level", "format"},
+    "telemetry": {"otlp_endpoint", "service_name", "sample_ratio"},
+}
+DEFAULT_DRAIN_TIMEOUT = 10
+
+# Metric families the service exports; histograms add _bucket/_sum/_count.
+METRICS = {
+    "connections": "gauge", "sessions": "gauge",
+    "frames_received_total": "counter", "frames_sent_total": "counter",
+    "signals_routed_total": "counter", "errors_total": "counter",
+    "auth_failures_total": "counter", "disconnects_total": "counter",
+    "slow_consumer_disconnects_total": "counter",
+    "connect_duration_seconds": "histogram", "route_duration_seconds": "histogram",
+    "cross_node_delivery_seconds": "histogram", "redis_command_duration_seconds": "histogram",
+    "cross_node_signals_sent_total": "counter", "cross_node_signals_received_total": "counter",
+    "publish_failures_total": "counter", "pubsub_probe_rtt_seconds": "histogram",
+    "presence_refreshes_total": "counter", "presence_reregistrations_total": "counter",
+    "redis_connected": "gauge", "draining": "gauge", "spans_dropped_total": "counter",
+}
+# What the dashboard must show.
+DASHBOARD_REQUIRED = {
+    "connections", "sessions", "signals_routed_total", "errors_total",
+    "connect_duration_seconds", "route_duration_seconds", "cross_node_delivery_seconds",
+    "redis_command_duration_seconds", "redis_connected", "publish_failures_total",
+    "slow_consumer_disconnects_total", "auth_failures_total",
+}
+HISTOGRAM_QUANTILE_REQUIRED = {
+    "connect_duration_seconds", "route_duration_seconds", "cross_node_delivery_seconds",
+}
+
+
+class Checker:
+    def __init__(self):
+        self.failures = []
+
+    def check(self, cond, message):
+        if not cond:
+            self.failures.append(message)
+        return cond
+
+    def finish(self, what):
+        for f in self.failures:
+            print(f"  FAIL {what}: {f}")
+        return 1 if self.failures else 0
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def is_crd_resource(doc):
+    return str(doc.get("apiVersion", "")).startswith(CRD_GROUPS)
+
+
+def cmd_split(args):
+    docs = load_docs(args.rendered)
+    builtin = [d for d in docs if not is_crd_resource(d)]
+    crds = [d for d in docs if is_crd_resource(d)]
+    with open(args.builtin_out, "w") as f:
+        yaml.safe_dump_all(builtin, f, sort_keys=False)
+    with open(args.crd_out, "w") as f:
+        yaml.safe_dump_all(crds, f, sort_keys=False)
+    return 0
+
+
+def subset(small, big):
+    return all(big.get(k) == v for k, v in (small or {}).items())
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def cmd_helm(args):
+    c = Checker()
+    docs = load_docs(args.rendered)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    c.check(len(names) == len(docs), "two resources share a kind and name")
+
+    for kind in args.expect_kind:
+        c.check(by_kind(docs, kind), f"no {kind} rendered")
+
+    # Every Deployment's selector selects its own pods.
+    for d in by_kind(docs, "Deployment"):
+        sel = d["spec"]["selector"]["matchLabels"]
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        c.check(subset(sel, labels), f"Deployment {d['metadata']['name']}: selector {sel} "
+                                     f"does not match pod labels {labels}")
+
+    nodes = [d for d in by_kind(docs, "Deployment")
+             if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "signaling"]
+    if not c.check(len(nodes) == 1, f"expected one signaling Deployment, found {len(nodes)}"):
+        return c.finish("helm")
+    dep = nodes[0]
+    pod = dep["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    env = {e["name"]: e for e in container.get("env", [])}
+
+    # Other Deployments' pods must not be selected by the signaling selector.
+    for other in by_kind(docs, "Deployment"):
+        if other is not dep:
+            c.check(not subset(dep["spec"]["selector"]["matchLabels"],
+                               other["spec"]["template"]["metadata"]["labels"]),
+                    f"signaling selector also matches pods of {other['metadata']['name']}")
+
+    # Replicas / autoscaling.
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    if args.hpa:
+        c.check(len(hpas) == 1, "autoscaling on but no HorizontalPodAutoscaler")
+        c.check("replicas" not in dep["spec"], "Deployment sets replicas although an HPA owns them")
+        for h in hpas:
+            c.check(h["apiVersion"] == "autoscaling/v2", "HPA is not autoscaling/v2")
+            ref = h["spec"]["scaleTargetRef"]
+            c.check(ref["kind"] == "Deployment" and ref["name"] == dep["metadata"]["name"],
+                    f"HPA targets {ref}, not the Deployment")
+            c.check(h["spec"]["minReplicas"] <= h["spec"]["maxReplicas"], "HPA minReplicas > maxReplicas")
+    else:
+        c.check(not hpas, "HorizontalPodAutoscaler rendered with autoscaling off")
+        if args.replicas is not None:
+            c.check(dep["spec"].get("replicas") == args.replicas,
+                    f"replicas is {dep['spec'].get('replicas')}, expected {args.replicas}")
+
+    # Probes on the admin port.
+    readiness = container.get("readinessProbe", {}).get("httpGet", {})
+    liveness = container.get("livenessProbe", {}).get("httpGet", {})
+    c.check(readiness.get("path") == "/readyz", f"readiness probe path is {readiness.get('path')}")
+    c.check(liveness.get("path") == "/healthz", f"liveness probe path is {liveness.get('path')}")
+    for name, probe in (("readiness", readiness), ("liveness", liveness)):
+        port = probe.get("port")
+        c.check(port == "admin" or port == 9090, f"{name} probe port is {port}, not the admin port")
+    c.check(ports.get("admin") == 9090 and ports.get("ws") == 8080, f"container ports are {ports}")
+
+    # Configuration file.
+    c.check(container.get("args") == ["--config", "/etc/signal-manager/config.toml"],
+            f"container args are {container.get('args')}")
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    c.check("/etc/signal-manager/config.toml" in mounts, "config.toml is not mounted")
+    config = None
+    for cm in by_kind(docs, "ConfigMap"):
+        if "config.toml" in cm.get("data", {}):
+            try:
+                config = tomllib.loads(cm["data"]["config.toml"])
+            except tomllib.TOMLDecodeError as e:
+                c.check(False, f"config.toml does not parse: {e}")
+    if c.check(config is not None, "no ConfigMap with config.toml"):
+        for section, keys in config.items():
+            if c.check(section in CONFIG_KEYS, f"config.toml has unknown section [{section}]"):
+                unknown = set(keys) - CONFIG_KEYS[section]
+                c.check(not unknown, f"config.toml [{section}] has unknown keys {sorted(unknown)}")
+        c.check(config.get("server", {}).get("host") == "0.0.0.0", "server.host is not 0.0.0.0")
+        c.check(config.get("admin", {}).get("host") == "0.0.0.0", "admin.host is not 0.0.0.0")
+        c.check(config.get("admin", {}).get("port") == 9090, "admin.port is not 9090")
+        ratio = config.get("telemetry", {}).get("sample_ratio")
+        c.check(isinstance(ratio, float) and 0 <= ratio <= 1,
+                f"telemetry.sample_ratio {ratio!r} is not a float in [0, 1]")
+        c.check("token_secret" not in config.get("auth", {}), "token secret written into the ConfigMap")
+        c.check("redis_url" not in config.get("cluster", {}), "Redis URL written into the ConfigMap")
+
+    # Draining: grace period above preStop sleep + drain timeout.
+    drain = (config or {}).get("server", {}).get("drain_timeout", DEFAULT_DRAIN_TIMEOUT)
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    sleep = 0
+    if pre_stop:
+        c.check(pre_stop[0] == "/bin/sleep" and len(pre_stop) == 2, f"preStop is {pre_stop}")
+        sleep = int(pre_stop[-1])
+    c.check(grace > drain, f"terminationGracePeriodSeconds {grace} <= drain timeout {drain}")
+    c.check(grace > drain + sleep,
+            f"terminationGracePeriodSeconds {grace} <= drain {drain} + preStop sleep {sleep}")
+
+    # Pod wiring.
+    c.check(spec.get("enableServiceLinks") is False, "enableServiceLinks is not false")
+    node_id = env.get("SIGNAL_MANAGER_CLUSTER_NODE_ID", {})
+    c.check(node_id.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+            "SIGNAL_MANAGER_CLUSTER_NODE_ID is not the pod name")
+    c.check("SIGNAL_MANAGER_AUTH_TOKEN_SECRET" in env or "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env,
+            "neither a token secret nor a public key reaches the node")
+    for secret_env in ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", "SIGNAL_MANAGER_CLUSTER_REDIS_URL"):
+        if secret_env in env:
+            c.check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
+                    f"{secret_env} does not come from a Secret")
+    if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
+        path = env["SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH"].get("value", "")
+        c.check(any(path.startswith(m.rstrip("/") + "/") for m in mounts),
+                f"public key path {path} is not under a mounted volume")
+    annotations = pod["metadata"].get("annotations", {})
+    for a in ("checksum/config", "checksum/secret"):
+        c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get(a, ""))), f"pod annotation {a} missing")
+
+    # Security contexts.
+    psc = spec.get("securityContext", {})
+    csc = container.get("securityContext", {})
+    c.check(psc.get("runAsNonRoot") is True or csc.get("runAsNonRoot") is True, "runAsNonRoot not set")
+    c.check(csc.get("readOnlyRootFilesystem") is True, "root filesystem is writable")
+    c.check(csc.get("allowPrivilegeEscalation") is False, "privilege escalation allowed")
+    c.check("ALL" in csc.get("capabilities", {}).get("drop", []), "capabilities not dropped")
+    seccomp = csc.get("seccompProfile") or psc.get("seccompProfile") or {}
+    c.check(seccomp.get("type") == "RuntimeDefault", "seccomp profile is not RuntimeDefault")
+
+    # Spread over hosts and zones.
+    keys = {t["topologyKey"]: t for t in spec.get("topologySpreadConstraints", [])}
+    for k in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+        if c.check(k in keys, f"no topology spread over {k}"):
+            c.check(keys[k]["whenUnsatisfiable"] == "ScheduleAnyway", f"spread over {k} is not ScheduleAnyway")
+            c.check(subset(keys[k]["labelSelector"]["matchLabels"], pod_labels),
+                    f"spread over {k} does not select the pods")
+
+    # Service.
+    services = [s for s in by_kind(docs, "Service") if subset(s["spec"]["selector"], pod_labels)]
+    if c.check(len(services) == 1, f"expected one Service selecting the nodes, found {len(services)}"):
+        svc = services[0]
+        svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        c.check({"ws", "admin"} <= set(svc_ports), f"Service ports are {sorted(svc_ports)}")
+        for p in svc_ports.values():
+            c.check(p["targetPort"] in ports or p["targetPort"] in ports.values(),
+                    f"Service port {p['name']} targets {p['targetPort']}, not a container port")
+    else:
+        svc = None
+
+    # PodDisruptionBudget.
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        c.check(pdb["apiVersion"] == "policy/v1", "PDB is not policy/v1")
+        c.check(subset(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB does not select the nodes")
+
+    # ServiceMonitor (a CRD: not validated against Kubernetes schemas).
+    for sm in by_kind(docs, "ServiceMonitor"):
+        c.check(sm["apiVersion"] == "monitoring.coreos.com/v1", f"ServiceMonitor apiVersion {sm['apiVersion']}")
+        sm_spec = sm.get("spec", {})
+        allowed = {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels",
+                   "podTargetLabels", "sampleLimit"}
+        c.check(set(sm_spec) <= allowed, f"ServiceMonitor spec has unexpected keys {sorted(set(sm_spec) - allowed)}")
+        if svc is not None:
+            c.check(subset(sm_spec.get("selector", {}).get("matchLabels"), svc["metadata"]["labels"]),
+                    "ServiceMonitor selector does not match the Service labels")
+        endpoints = sm_spec.get("endpoints", [])
+        c.check(endpoints, "ServiceMonitor has no endpoints")
+        for ep in endpoints:
+            c.check(ep.get("port") == "admin", f"ServiceMonitor scrapes port {ep.get('port')}")
+            c.check(ep.get("path") == "/metrics", f"ServiceMonitor path {ep.get('path')}")
+            for d in ("interval", "scrapeTimeout"):
+                if d in ep:
+                    c.check(re.fullmatch(r"([0-9]+(ms|s|m|h))+", str(ep[d])), f"ServiceMonitor {d} {ep[d]!r}")
+
+    # Ingress to the WebSocket port.
+    for ing in by_kind(docs, "Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                backend = p["backend"]["service"]
+                c.check(svc is not None and backend["name"] == svc["metadata"]["name"],
+                        f"Ingress backend {backend['name']} is not the Service")
+                c.check(backend["port"].get("name") == "ws" or backend["port"].get("number") == 8080,
+                        f"Ingress backend port {backend['port']} is not the WebSocket port")
+        ann = ing["metadata"].get("annotations", {})
+        if ing["spec"].get("ingressClassName") == "nginx":
+            for a in ("nginx.ingress.kubernetes.io/proxy-read-timeout",
+                      "nginx.ingress.kubernetes.io/proxy-send-timeout"):
+                c.check(int(ann.get(a, "0")) >= 3600, f"Ingress {a} below an hour")
+
+    # NetworkPolicy covers the nodes.
+    nps = by_kind(docs, "NetworkPolicy")
+    if nps:
+        c.check(any(subset(n["spec"]["podSelector"]["matchLabels"], pod_labels) for n in nps),
+                "no NetworkPolicy selects the nodes")
+
+    # Secrets.
+    secrets = by_kind(docs, "Secret")
+    for s in secrets:
+        for k, v in (s.get("data") or {}).items():
+            try:
+                base64.b64decode(v, validate=True)
+            except ValueError:
+                c.check(False, f"Secret {s['metadata']['name']} key {k} is not base64")
+    if args.no_secret:
+        c.check(not secrets, f"a Secret is rendered: {[s['metadata']['name'] for s in secrets]}")
+    if args.existing_secret:
+        for s in secrets:
+            keys_ = set((s.get("data") or {})) | set((s.get("stringData") or {}))
+            c.check(not keys_ & {"token-secret", "public-key"},
+                    f"Secret {s['metadata']['name']} holds auth material although existingSecret is set")
+        ref = env.get("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        c.check(ref.get("name") == args.existing_secret,
+                f"token secret comes from {ref.get('name')}, not {args.existing_secret}")
+    else:
+        own = [s for s in secrets if "token-secret" in (s.get("data") or {})
+               or "public-key" in (s.get("data") or {})]
+        c.check(own, "no Secret holds the token secret or public key")
+
+    return c.finish("helm")
+
+
+def cmd_compose(args):
+    c = Checker()
+    with open(args.config) as f:
+        cfg = json.load(f)
+    c.check(cfg.get("name") == "signal-manager", f"project name is {cfg.get('name')}")
+    services = cfg.get("services", {})
+    expected = {"redis", "node1", "node2", "node3", "lb", "jaeger"}
+    if args.monitoring:
+        expected |= {"prometheus", "grafana"}
+    c.check(set(services) == expected, f"services are {sorted(services)}, expected {sorted(expected)}")
+
+    node_ids = set()
+    for i in (1, 2, 3):
+        name = f"node{i}"
+        svc = services.get(name)
+        if not c.check(svc is not None, f"{name} missing"):
+            continue
+        env = svc.get("environment", {})
+        node_ids.add(env.get("SIGNAL_MANAGER_CLUSTER_NODE_ID"))
+        c.check(env.get("SIGNAL_MANAGER_CLUSTER_REDIS_URL") == "redis://redis:6379", f"{name} Redis URL")
+        c.check(bool(env.get("SIGNAL_MANAGER_AUTH_TOKEN_SECRET")), f"{name} has no token secret")
+        c.check(env.get("SIGNAL_MANAGER_TELEMETRY_OTLP_ENDPOINT") == "http://jaeger:4318", f"{name} OTLP endpoint")
+        c.check("build" in svc, f"{name} is not built from the Dockerfile")
+        test = svc.get("healthcheck", {}).get("test", [])
+        c.check(any("/readyz" in t for t in test), f"{name} health check does not ask /readyz")
+        dep = svc.get("depends_on", {}).get("redis", {})
+        c.check(dep.get("condition") == "service_healthy", f"{name} does not wait for a healthy Redis")
+        published = {(str(p.get("published")), p.get("target")) for p in svc.get("ports", [])}
+        c.check((str(9090 + i), 9090) in published, f"{name} admin port not published as {9090 + i}")
+        grace = svc.get("stop_grace_period", "10s")
+        c.check(parse_seconds(grace) > DEFAULT_DRAIN_TIMEOUT, f"{name} stop_grace_period {grace} <= drain timeout")
+    c.check(len(node_ids) == 3 and None not in node_ids, f"node ids are not distinct: {node_ids}")
+
+    redis = services.get("redis", {})
+    c.check(redis.get("healthcheck", {}).get("test", [])[-2:] == ["redis-cli", "ping"], "Redis health check")
+    lb = services.get("lb", {})
+    c.check(str(lb.get("image", "")).startswith("haproxy:"), "lb is not HAProxy")
+    c.check(any(v.get("target") == "/usr/local/etc/haproxy/haproxy.cfg" for v in lb.get("volumes", [])),
+            "lb does not mount haproxy.cfg")
+    c.check(any(str(p.get("published")) == "8080" for p in lb.get("ports", [])), "lb not on host port 8080")
+    jaeger = services.get("jaeger", {})
+    c.check(str(jaeger.get("environment", {}).get("COLLECTOR_OTLP_ENABLED")) == "true", "Jaeger OTLP off")
+    c.check(any(str(p.get("published")) == "16686" for p in jaeger.get("ports", [])), "Jaeger UI not published")
+    if args.monitoring:
+        c.check(any(str(p.get("published")) == "3000" for p in services["grafana"].get("ports", [])),
+                "Grafana not on 3000")
+    return c.finish("compose")
+
+
+def parse_seconds(duration):
+    total = 0.0
+    for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", str(duration)):
+        total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def cmd_metrics(args):
+    c = Checker()
+    with open(args.dashboard) as f:
+        dash = json.load(f)
+    exprs = []
+
+    def walk(panels):
+        for p in panels:
+            exprs.extend(t.get("expr", "") for t in p.get("targets", []))
+            walk(p.get("panels", []))
+
+    walk(dash.get("panels", []))
+    c.check(exprs, "dashboard has no queries")
+    used = set()
+    for e in exprs:
+        for m in re.findall(r"\bsignal_manager_([a-z0-9_]+)", e):
+            base = re.sub(r"_(bucket|sum|count)$", "", m)
+            if c.check(base in METRICS, f"dashboard uses unknown metric signal_manager_{m}"):
+                if m != base:
+                    c.check(METRICS[base] == "histogram", f"signal_manager_{m}: {base} is not a histogram")
+                elif METRICS[base] == "histogram":
+                    c.check(False, f"signal_manager_{m} is a histogram; query _bucket, _sum or _count")
+                used.add(base)
+        for m in re.findall(r"rate\(\s*signal_manager_([a-z0-9_]+)", e):
+            c.check(m.endswith(("_total", "_bucket", "_sum", "_count")), f"rate() over gauge signal_manager_{m}")
+    missing = DASHBOARD_REQUIRED - used
+    c.check(not missing, f"dashboard lacks {sorted(missing)}")
+    for h in HISTOGRAM_QUANTILE_REQUIRED:
+        for q in ("0.5", "0.99"):
+            c.check(any(f"histogram_quantile({q}" in e and f"signal_manager_{h}_bucket" in e for e in exprs),
+                    f"dashboard has no p{q[2:]} of {h}")
+
+    with open(args.prometheus) as f:
+        prom = yaml.safe_load(f)
+    targets = {t for job in prom.get("scrape_configs", []) for sc in job.get("static_configs", [])
+               for t in sc.get("targets", [])}
+    c.check(targets == {"node1:9090", "node2:9090", "node3:9090"}, f"Prometheus targets {sorted(targets)}")
+    return c.finish("metrics")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("split")
+    p.add_argument("rendered")
+    p.add_argument("builtin_out")
+    p.add_argument("crd_out")
+    p.set_defaults(func=cmd_split)
+    p = sub.add_parser("helm")
+    p.add_argument("rendered")
+    p.add_argument("--replicas", type=int)
+    p.add_argument("--hpa", action="store_true")
+    p.add_argument("--existing-secret")
+    p.add_argument("--no-secret", action="store_true")
+    p.add_argument("--expect-kind", action="append", default=[])
+    p.set_defaults(func=cmd_helm)
+    p = sub.add_parser("compose")
+    p.add_argument("config")
+    p.add_argument("--monitoring", action="store_true")
+    p.set_defaults(func=cmd_compose)
+    p = sub.add_parser("metrics")
+    p.add_argument("dashboard")
+    p.add_argument("prometheus")
+    p.set_defaults(func=cmd_metrics)
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

