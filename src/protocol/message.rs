@@ -286,6 +286,59 @@ pub fn encode_disconnect(codec: Codec, reason: super::DisconnectReason) -> Bytes
     encode_frame(MessageType::Disconnect, Uuid::new_v4(), codec, &payload).unwrap_or_default()
 }
 
+/// A signal as the server delivers it, borrowed from wherever it came from.
+#[derive(Serialize)]
+struct SignalRef<'a> {
+    target_client_id: &'a str,
+    source_client_id: &'a str,
+    signal_data: &'a str,
+}
+
+/// Encodes a delivered SIGNAL_* frame (target, stamped source, data) in the
+/// receiver's codec without copying the strings into owned structs.
+pub fn encode_signal(
+    codec: Codec,
+    message_type: MessageType,
+    message_id: Uuid,
+    target: &str,
+    source: &str,
+    data: &str,
+) -> Result<Bytes, EncodeError> {
+    let mut buf =
+        BytesMut::with_capacity(super::HEADER_LEN + 64 + target.len() + source.len() + data.len());
+    write_header(&mut buf, message_type, message_id, codec.payload_type(), 0)
+        .ok_or(EncodeError::TooLarge)?;
+    let value = SignalRef {
+        target_client_id: target,
+        source_client_id: source,
+        signal_data: data,
+    };
+    match codec {
+        Codec::Json => {
+            // Writing strings to memory cannot fail.
+            let _ = serde_json::to_writer((&mut buf).writer(), &value);
+        }
+        Codec::Cbor => {
+            let _ = ciborium::into_writer(&value, (&mut buf).writer());
+        }
+        Codec::Protobuf => {
+            for (tag, text) in [(1, target), (2, source), (3, data)] {
+                if !text.is_empty() {
+                    prost::encoding::encode_key(
+                        tag,
+                        prost::encoding::WireType::LengthDelimited,
+                        &mut buf,
+                    );
+                    prost::encoding::encode_varint(text.len() as u64, &mut buf);
+                    buf.put_slice(text.as_bytes());
+                }
+            }
+        }
+    }
+    patch_length(&mut buf, 0).ok_or(EncodeError::TooLarge)?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +460,32 @@ mod tests {
             Message::from_frame(&frame).unwrap_err().code(),
             ErrorCode::UnsupportedPayloadType
         );
+    }
+
+    #[test]
+    fn encode_signal_matches_the_owned_encoding() {
+        for codec in Codec::ALL {
+            let id = Uuid::new_v4();
+            let fast = encode_signal(
+                codec,
+                MessageType::SignalAnswer,
+                id,
+                "bob",
+                "alice",
+                "sdp é",
+            )
+            .unwrap();
+            let mut m = Message::with_id(
+                MessageType::SignalAnswer,
+                id,
+                Payload::SignalAnswer(SignalPayload {
+                    target_client_id: "bob".into(),
+                    signal_data: "sdp é".into(),
+                }),
+            );
+            m.source_client_id = Some("alice".into());
+            assert_eq!(fast, m.encode(codec).unwrap(), "{codec:?}");
+        }
     }
 
     #[test]

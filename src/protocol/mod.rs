@@ -18,8 +18,8 @@ pub use frame::{
     START_BYTE,
 };
 pub use message::{
-    decode_structured, encode_disconnect, encode_error, encode_frame, encode_raw, DecodeError,
-    EncodeError, Message, Payload, RawPayload,
+    decode_structured, encode_disconnect, encode_error, encode_frame, encode_raw, encode_signal,
+    DecodeError, EncodeError, Message, Payload, RawPayload,
 };
 pub use payload::{
     is_valid_client_id, ConnectAckPayload, ConnectPayload, DisconnectPayload, ErrorPayload,

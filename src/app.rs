@@ -1,0 +1,159 @@
+//! The composition root: chooses the backends once from the settings, builds
+//! the node, runs the listeners, and drains on shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthSetupError, Authenticator};
+use crate::bus::{Bus, BusError, MemoryBus};
+use crate::config::Settings;
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::presence::{MemoryPresence, Presence};
+use crate::server::{serve_admin, serve_websockets};
+use crate::shutdown::Shutdown;
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Token verification could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// Development tokens on a non-loopback address.
+    #[error(
+        "refusing to start: server.host {0} is not a loopback address and neither auth.token_secret nor auth.public_key_path is set"
+    )]
+    InsecureDevelopmentMode(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bus subscription failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The cluster backend could not be set up.
+    #[error("cluster backend: {0}")]
+    Cluster(String),
+}
+
+/// The two listeners of a node.
+pub struct Listeners {
+    /// WebSocket clients.
+    pub websocket: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+/// Binds the WebSocket and admin listeners from the settings.
+pub async fn bind(settings: &Settings) -> Result<Listeners, AppError> {
+    let ws = format!("{}:{}", settings.server.host, settings.server.port);
+    let admin = format!("{}:{}", settings.admin.host, settings.admin.port);
+    let bind = |address: String| async move {
+        TcpListener::bind(&address)
+            .await
+            .map_err(|source| AppError::Bind { address, source })
+    };
+    Ok(Listeners {
+        websocket: bind(ws).await?,
+        admin: bind(admin).await?,
+    })
+}
+
+/// The verifier, refusing development mode off loopback.
+pub fn authenticator(settings: &Settings) -> Result<Authenticator, AppError> {
+    let auth = Authenticator::from_settings(&settings.auth)?;
+    if auth.is_development() {
+        if !settings.listens_on_loopback() {
+            return Err(AppError::InsecureDevelopmentMode(
+                settings.server.host.clone(),
+            ));
+        }
+        tracing::warn!(
+            "development mode: no auth.token_secret or auth.public_key_path; accepting the static test tokens on loopback only"
+        );
+    }
+    Ok(auth)
+}
+
+/// This node's id from the settings, or a generated one.
+pub fn node_id(settings: &Settings) -> NodeId {
+    settings
+        .cluster
+        .node_id
+        .as_deref()
+        .map_or_else(NodeId::generate, NodeId::new)
+}
+
+/// A node on in-memory backends (shared with other nodes when the same
+/// `presence` and `bus` are passed to each).
+pub fn memory_node(
+    settings: Settings,
+    presence: MemoryPresence,
+    bus: MemoryBus,
+) -> Result<Arc<Node>, AppError> {
+    let auth = authenticator(&settings)?;
+    let id = node_id(&settings);
+    Ok(Arc::new(Node::new(
+        id,
+        settings,
+        auth,
+        Presence::Memory(presence),
+        Bus::Memory(bus),
+        Arc::new(Metrics::new()),
+    )))
+}
+
+/// Builds the node the settings ask for: memory backends without
+/// `cluster.redis_url`, Redis backends with it.
+pub async fn build_node(settings: Settings) -> Result<Arc<Node>, AppError> {
+    let ttl = settings.presence_ttl();
+    memory_node(
+        settings,
+        MemoryPresence::new(ttl, ttl),
+        MemoryBus::default(),
+    )
+}
+
+/// Runs a node until `shutdown` fires, then drains: readiness 503, no new
+/// sockets, DISCONNECT SERVER_SHUTDOWN to every session, wait for them up to
+/// `server.drain_timeout`, remove the node's records.
+pub async fn run_node(
+    node: Arc<Node>,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
+    let background = node.start().await?;
+    let admin = tokio::spawn(serve_admin(listeners.admin, Arc::clone(&node)));
+    tracing::info!(
+        node_id = %node.id,
+        websocket = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "node started"
+    );
+    let mut wait = shutdown.clone();
+    let accept = tokio::spawn(serve_websockets(
+        listeners.websocket,
+        Arc::clone(&node),
+        shutdown,
+    ));
+    wait.wait().await;
+    node.start_draining();
+    tracing::info!(sessions = node.hub.len(), "draining");
+    let _ = accept.await;
+    let deadline = tokio::time::Instant::now() + node.settings.server.drain_timeout();
+    while node.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.leave_cluster().await;
+    drop(background);
+    admin.abort();
+    tracing::info!("drained; exiting");
+    Ok(())
+}

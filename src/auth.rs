@@ -1,0 +1,372 @@
+//! Token verification (HS256 with a shared secret, RS256 or ES256 with a PEM
+//! public key), development tokens, and minting for the `token` subcommand.
+//!
+//! The algorithm is fixed by configuration, never taken from the token: a
+//! token signed with another algorithm (HS256 against a public key, `none`)
+//! fails as [`AuthError::Invalid`].
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthSettings;
+use crate::protocol::ErrorCode;
+
+/// The static development pairs, accepted only in development mode.
+pub const DEV_TOKENS: [(&str, &str); 2] = [
+    ("test_client_1", "test_token_1"),
+    ("test_client_2", "test_token_2"),
+];
+
+/// Why a token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Bad shape, bad signature, wrong algorithm, wrong issuer or audience, missing claim.
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    /// `sub` is not the CONNECT's `client_id`.
+    #[error("token subject does not match client_id")]
+    SubjectMismatch,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+}
+
+impl AuthError {
+    /// The protocol error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::AuthFailed,
+        }
+    }
+
+    /// A bounded label for the auth-failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(reason) => reason,
+            AuthError::SubjectMismatch => "subject_mismatch",
+            AuthError::Expired => "expired",
+        }
+    }
+}
+
+/// Why the authenticator cannot be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The public key file could not be read.
+    #[error("cannot read auth.public_key_path {path}: {source}")]
+    ReadKey {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is neither an RSA nor an EC public key in PEM.
+    #[error("auth.public_key_path {0} is not an RSA or EC public key in PEM format")]
+    BadKey(String),
+    /// Both a secret and a public key are set.
+    #[error("set either auth.token_secret or auth.public_key_path, not both")]
+    Ambiguous,
+    /// The `token` subcommand needs a secret.
+    #[error("auth.token_secret is not set; the token subcommand signs with it")]
+    NoSecret,
+}
+
+/// A verified token: who it is for and when it stops being valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// When the session must end unless refreshed (`exp` + leeway);
+    /// `None` for development tokens.
+    pub expires_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+enum Mode {
+    Development,
+    Jwt {
+        key: DecodingKey,
+        validation: Box<Validation>,
+    },
+}
+
+/// Verifies CONNECT tokens.
+pub struct Authenticator {
+    mode: Mode,
+    leeway: u64,
+}
+
+impl Authenticator {
+    /// Builds the verifier: development mode when neither a secret nor a key
+    /// is configured (the caller decides whether that is allowed).
+    pub fn from_settings(settings: &AuthSettings) -> Result<Authenticator, AuthSetupError> {
+        let (key, algorithm) = match (&settings.token_secret, &settings.public_key_path) {
+            (Some(_), Some(_)) => return Err(AuthSetupError::Ambiguous),
+            (None, None) => {
+                return Ok(Authenticator {
+                    mode: Mode::Development,
+                    leeway: settings.leeway,
+                })
+            }
+            (Some(secret), None) => (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                Algorithm::HS256,
+            ),
+            (None, Some(path)) => load_public_key(path)?,
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.algorithms = vec![algorithm];
+        validation.leeway = settings.leeway;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        if let Some(iss) = &settings.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match &settings.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Ok(Authenticator {
+            mode: Mode::Jwt {
+                key,
+                validation: Box::new(validation),
+            },
+            leeway: settings.leeway,
+        })
+    }
+
+    /// Whether the static development tokens are accepted.
+    pub fn is_development(&self) -> bool {
+        matches!(self.mode, Mode::Development)
+    }
+
+    /// Verifies that `token` authenticates `client_id`.
+    pub fn verify(&self, client_id: &str, token: &str) -> Result<Verified, AuthError> {
+        match &self.mode {
+            Mode::Development => DEV_TOKENS
+                .iter()
+                .any(|(id, t)| *id == client_id && *t == token)
+                .then_some(Verified { expires_at: None })
+                .ok_or(AuthError::Invalid("unknown_development_token")),
+            Mode::Jwt { key, validation } => {
+                let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+                    .map_err(|e| classify(e.kind()))?;
+                if data.claims.sub != client_id {
+                    return Err(AuthError::SubjectMismatch);
+                }
+                let expires_at =
+                    UNIX_EPOCH + Duration::from_secs(data.claims.exp.saturating_add(self.leeway));
+                Ok(Verified {
+                    expires_at: Some(expires_at),
+                })
+            }
+        }
+    }
+}
+
+fn load_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthSetupError> {
+    let pem = std::fs::read(path).map_err(|source| AuthSetupError::ReadKey {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    Err(AuthSetupError::BadKey(path.display().to_string()))
+}
+
+fn classify(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::Invalid("bad_signature"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::Invalid("wrong_algorithm")
+        }
+        ErrorKind::InvalidIssuer => AuthError::Invalid("wrong_issuer"),
+        ErrorKind::InvalidAudience => AuthError::Invalid("wrong_audience"),
+        ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing_claim"),
+        ErrorKind::ImmatureSignature => AuthError::Invalid("not_yet_valid"),
+        _ => AuthError::Invalid("malformed"),
+    }
+}
+
+/// Mints an HS256 token for `client_id` valid for `ttl`, with the configured
+/// issuer and audience.
+pub fn mint(
+    settings: &AuthSettings,
+    client_id: &str,
+    ttl: Duration,
+) -> Result<String, AuthSetupError> {
+    let secret = settings
+        .token_secret
+        .as_ref()
+        .ok_or(AuthSetupError::NoSecret)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        sub: client_id.to_owned(),
+        exp: now.saturating_add(ttl.as_secs()),
+        iat: Some(now),
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+    };
+    let key = EncodingKey::from_secret(secret.expose().as_bytes());
+    // HS256 signing with an in-memory key has no failure mode for these claims.
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+        .map_err(|_| AuthSetupError::NoSecret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn settings(secret: &str) -> AuthSettings {
+        AuthSettings {
+            token_secret: Some(Secret::new(secret)),
+            ..AuthSettings::default()
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(claims: &serde_json::Value, alg: Algorithm, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let s = settings("k");
+        let auth = Authenticator::from_settings(&s).unwrap();
+        let t = mint(&s, "alice", Duration::from_secs(60)).unwrap();
+        let v = auth.verify("alice", &t).unwrap();
+        assert!(v.expires_at.unwrap() > SystemTime::now());
+        assert_eq!(auth.verify("bob", &t), Err(AuthError::SubjectMismatch));
+    }
+
+    #[test]
+    fn wrong_secret_expired_and_missing_exp_fail() {
+        let auth = Authenticator::from_settings(&settings("k")).unwrap();
+        let other = token(
+            &serde_json::json!({"sub":"a","exp":now()+60}),
+            Algorithm::HS256,
+            "x",
+        );
+        assert_eq!(
+            auth.verify("a", &other).unwrap_err().code(),
+            ErrorCode::AuthFailed
+        );
+        let expired = token(
+            &serde_json::json!({"sub":"a","exp":now()-5}),
+            Algorithm::HS256,
+            "k",
+        );
+        assert_eq!(auth.verify("a", &expired), Err(AuthError::Expired));
+        let no_exp = token(&serde_json::json!({"sub":"a"}), Algorithm::HS256, "k");
+        assert_eq!(
+            auth.verify("a", &no_exp).unwrap_err().code(),
+            ErrorCode::AuthFailed
+        );
+        assert!(auth.verify("a", "garbage").is_err());
+    }
+
+    #[test]
+    fn alg_none_and_other_hmac_are_refused() {
+        let auth = Authenticator::from_settings(&settings("k")).unwrap();
+        // {"alg":"none","typ":"JWT"} . {"sub":"a","exp":9999999999} . (empty)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        assert!(auth.verify("a", none).is_err());
+        let hs512 = token(
+            &serde_json::json!({"sub":"a","exp":now()+60}),
+            Algorithm::HS512,
+            "k",
+        );
+        assert_eq!(
+            auth.verify("a", &hs512),
+            Err(AuthError::Invalid("wrong_algorithm"))
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let mut s = settings("k");
+        s.issuer = Some("me".into());
+        s.audience = Some("sm".into());
+        let auth = Authenticator::from_settings(&s).unwrap();
+        let good = mint(&s, "a", Duration::from_secs(60)).unwrap();
+        assert!(auth.verify("a", &good).is_ok());
+        let wrong_iss = token(
+            &serde_json::json!({"sub":"a","exp":now()+60,"iss":"x","aud":"sm"}),
+            Algorithm::HS256,
+            "k",
+        );
+        assert!(auth.verify("a", &wrong_iss).is_err());
+        let no_aud = token(
+            &serde_json::json!({"sub":"a","exp":now()+60,"iss":"me"}),
+            Algorithm::HS256,
+            "k",
+        );
+        assert!(auth.verify("a", &no_aud).is_err());
+    }
+
+    #[test]
+    fn development_mode_accepts_only_the_static_pairs() {
+        let auth = Authenticator::from_settings(&AuthSettings::default()).unwrap();
+        assert!(auth.is_development());
+        assert!(auth.verify("test_client_1", "test_token_1").is_ok());
+        assert!(auth.verify("test_client_2", "test_token_2").is_ok());
+        assert!(auth.verify("test_client_1", "test_token_2").is_err());
+        assert!(auth.verify("alice", "test_token_1").is_err());
+    }
+
+    #[test]
+    fn leeway_extends_the_session_end() {
+        let mut s = settings("k");
+        s.leeway = 30;
+        let auth = Authenticator::from_settings(&s).unwrap();
+        let exp = now() - 5;
+        let t = token(
+            &serde_json::json!({"sub":"a","exp":exp}),
+            Algorithm::HS256,
+            "k",
+        );
+        let v = auth.verify("a", &t).unwrap();
+        assert_eq!(
+            v.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(exp + 30))
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The message bus seam: node-addressed delivery of envelopes.
+//!
+//! Contract, for every implementation:
+//! - `publish(to, bytes)` delivers to the one node subscribed as `to`, never
+//!   to every node.
+//! - Envelopes published through one bus instance to one node arrive in
+//!   publish order.
+//! - `publish` never blocks; `done` is called exactly once with the number of
+//!   subscribers that received it (0: the node is gone) or an error (the
+//!   backend is unreachable), so no envelope is dropped unnoticed.
+//! - `subscribe` returns a receiver fed in order for as long as the bus
+//!   lives, across backend reconnects.
+
+mod envelope;
+mod memory;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use envelope::{Envelope, EnvelopeError, SignalEnvelope};
+pub use memory::MemoryBus;
+
+use crate::ids::NodeId;
+
+/// Called once with the outcome of a publish.
+pub type PublishDone = Box<dyn FnOnce(Result<usize, BusError>) + Send>;
+
+/// A bus failure.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BusError {
+    /// The backend did not answer or refused the command.
+    #[error("message bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The message bus seam; see the module docs for the contract.
+pub trait MessageBus: Send + Sync + 'static {
+    /// Queues `envelope` for node `to`.
+    fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>);
+
+    /// Subscribes this node to its channel.
+    fn subscribe(
+        &self,
+        node: &NodeId,
+    ) -> impl Future<Output = Result<mpsc::Receiver<Bytes>, BusError>> + Send;
+}
+
+/// The backend chosen at the composition root.
+pub enum Bus {
+    /// In-process bus.
+    Memory(MemoryBus),
+}
+
+impl MessageBus for Bus {
+    fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>) {
+        match self {
+            Bus::Memory(b) => b.publish(to, envelope, done),
+        }
+    }
+
+    async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
+        match self {
+            Bus::Memory(b) => b.subscribe(node).await,
+        }
+    }
+}

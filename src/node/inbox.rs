@@ -1,0 +1,104 @@
+//! Envelopes arriving on this node's channel: signals for local clients,
+//! failures to report to local senders, takeover notices, probe echoes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::router::{describe, now_micros};
+use super::{DeliverError, Node};
+use crate::bus::{Envelope, MessageBus, SignalEnvelope};
+use crate::ids::NodeId;
+use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+
+impl Node {
+    /// Consumes the node's subscription until it closes.
+    pub async fn run_inbox(self: Arc<Self>, mut inbox: mpsc::Receiver<Bytes>) {
+        while let Some(bytes) = inbox.recv().await {
+            self.on_envelope(&bytes);
+        }
+    }
+
+    /// Handles one envelope from the bus.
+    pub fn on_envelope(&self, bytes: &[u8]) {
+        let envelope = match Envelope::decode(bytes) {
+            Ok(e) => e,
+            Err(error) => {
+                tracing::warn!(%error, "dropping malformed envelope from the bus");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::Signal(signal) => self.deliver_remote(signal),
+            Envelope::Undeliverable {
+                source,
+                message_id,
+                code,
+            } => {
+                let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::PeerUnreachable);
+                if let Some(sender) = self.hub.get(&source) {
+                    let frame = encode_error(sender.codec, message_id, code, describe(code));
+                    if sender.deliver(frame).is_ok() {
+                        self.metrics.error_sent(code);
+                    }
+                }
+            }
+            Envelope::Takeover { client, session } => {
+                if let Some(old) = self.hub.get(&client) {
+                    if old.session_id.0 != session {
+                        self.hub.remove(&client, old.session_id);
+                        old.close(crate::protocol::DisconnectReason::Replaced);
+                    }
+                }
+            }
+            Envelope::Probe { nonce } => self.health.probe_echoed(nonce, &self.metrics),
+        }
+    }
+
+    fn deliver_remote(&self, signal: SignalEnvelope) {
+        self.metrics.cross_node_received.inc();
+        let kind = MessageType::from_u8(signal.kind).filter(|k| k.is_signal());
+        let code = match (kind, self.hub.get(&signal.target)) {
+            (None, _) => {
+                tracing::warn!(
+                    kind = signal.kind,
+                    "dropping envelope with a non-signal type"
+                );
+                return;
+            }
+            (Some(_), None) => ErrorCode::PeerNotFound,
+            (Some(kind), Some(target)) => {
+                let frame = encode_signal(
+                    target.codec,
+                    kind,
+                    signal.message_id,
+                    &signal.target,
+                    &signal.source,
+                    &signal.data,
+                );
+                match frame
+                    .map_err(|_| DeliverError::Closed)
+                    .and_then(|f| target.deliver(f))
+                {
+                    Ok(()) => {
+                        let latency = now_micros().saturating_sub(signal.sent_at_us);
+                        self.metrics
+                            .cross_node_delivery
+                            .observe(latency as f64 / 1e6);
+                        return;
+                    }
+                    Err(DeliverError::Full) => ErrorCode::PeerUnreachable,
+                    Err(DeliverError::Closed) => ErrorCode::PeerNotFound,
+                }
+            }
+        };
+        let bounce = Envelope::Undeliverable {
+            source: signal.source,
+            message_id: signal.message_id,
+            code: code.as_str().to_owned(),
+        };
+        self.bus
+            .publish(&NodeId::new(&signal.origin), bounce.encode(), None);
+    }
+}

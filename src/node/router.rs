@@ -1,0 +1,176 @@
+//! Where a signal goes: a local session directly, else the node presence
+//! names, through the bus. Every failure is returned (or, for a publish that
+//! reaches nobody, delivered later) as an ERROR carrying the signal's id.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::{DeliverError, Node, SessionHandle};
+use crate::bus::{Envelope, MessageBus, SignalEnvelope};
+use crate::ids::ClientId;
+use crate::metrics::RouteOutcome;
+use crate::presence::{Location, PresenceRegistry};
+use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+
+/// A short sentence for each routing error, sent in ERROR.message.
+pub fn describe(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::PeerNotFound => "target client is not online",
+        ErrorCode::PeerUnreachable => "target client's node could not take the signal",
+        ErrorCode::Unavailable => "cluster backend unavailable for a cross-node route",
+        ErrorCode::BadPayload => "signal too large once translated for the receiver",
+        _ => "signal could not be routed",
+    }
+}
+
+/// One signal to route.
+pub struct Outgoing<'a> {
+    /// SIGNAL_OFFER, SIGNAL_ANSWER or SIGNAL_ICE_CANDIDATE.
+    pub kind: MessageType,
+    /// The sender's message id.
+    pub message_id: Uuid,
+    /// The authenticated sender.
+    pub source: &'a ClientId,
+    /// The receiver.
+    pub target: &'a str,
+    /// The signal data.
+    pub data: &'a str,
+}
+
+impl Node {
+    /// Routes a signal. `Ok` means handed off: queued for a local session,
+    /// or published (a publish that reaches nobody answers the sender later
+    /// through `sender`).
+    pub async fn route(
+        self: &Arc<Self>,
+        signal: &Outgoing<'_>,
+        sender: &Arc<SessionHandle>,
+    ) -> Result<(), ErrorCode> {
+        if let Some(target) = self.hub.get(signal.target) {
+            let outcome = self.deliver_local(signal, &target);
+            self.metrics
+                .routed(false, outcome_of(&outcome, RouteOutcome::LocalDelivered));
+            return outcome;
+        }
+        let result = self.route_remote(signal, sender).await;
+        self.metrics
+            .routed(true, outcome_of(&result, RouteOutcome::RemotePublished));
+        result
+    }
+
+    fn deliver_local(
+        &self,
+        signal: &Outgoing<'_>,
+        target: &SessionHandle,
+    ) -> Result<(), ErrorCode> {
+        let frame = encode_signal(
+            target.codec,
+            signal.kind,
+            signal.message_id,
+            signal.target,
+            signal.source.as_str(),
+            signal.data,
+        )
+        .map_err(|_| ErrorCode::BadPayload)?;
+        target.deliver(frame).map_err(|e| match e {
+            DeliverError::Full => ErrorCode::PeerUnreachable,
+            DeliverError::Closed => ErrorCode::PeerNotFound,
+        })
+    }
+
+    async fn route_remote(
+        self: &Arc<Self>,
+        signal: &Outgoing<'_>,
+        sender: &Arc<SessionHandle>,
+    ) -> Result<(), ErrorCode> {
+        let location = self
+            .presence
+            .locate(signal.target)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?
+            .ok_or(ErrorCode::PeerNotFound)?;
+        if location.node_id == self.id {
+            // Our own stale record: the session ended a moment ago.
+            return Err(ErrorCode::PeerNotFound);
+        }
+        let envelope = Envelope::Signal(SignalEnvelope {
+            origin: self.id.as_str().to_owned(),
+            kind: signal.kind.as_u8(),
+            message_id: signal.message_id,
+            source: signal.source.as_str().to_owned(),
+            target: signal.target.to_owned(),
+            data: signal.data.to_owned(),
+            sent_at_us: now_micros(),
+            traceparent: None,
+        });
+        let node = Arc::clone(self);
+        let sender = Arc::clone(sender);
+        let message_id = signal.message_id;
+        let target = signal.target.to_owned();
+        let to = location.node_id.clone();
+        self.bus.publish(
+            &to,
+            envelope.encode(),
+            Some(Box::new(move |result| {
+                node.on_published(result, &sender, message_id, &target, location)
+            })),
+        );
+        self.metrics.cross_node_sent.inc();
+        Ok(())
+    }
+
+    fn on_published(
+        self: &Arc<Self>,
+        result: Result<usize, crate::bus::BusError>,
+        sender: &SessionHandle,
+        message_id: Uuid,
+        target: &str,
+        location: Location,
+    ) {
+        let code = match result {
+            Ok(n) if n > 0 => return,
+            Ok(_) => {
+                self.metrics.publish_failed("no_subscriber");
+                // The target's node is gone: drop its stale record so later
+                // signals get PEER_NOT_FOUND without a publish.
+                if let Some(client) = ClientId::new(target) {
+                    let node = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let _ = node.presence.unregister(&client, &location).await;
+                    });
+                }
+                ErrorCode::PeerUnreachable
+            }
+            Err(_) => {
+                self.metrics.publish_failed("backend_error");
+                ErrorCode::Unavailable
+            }
+        };
+        self.metrics.routed(true, RouteOutcome::Failed(code));
+        self.answer(sender, message_id, code);
+    }
+
+    /// Queues an ERROR for a session (best effort: a closing session is gone).
+    pub fn answer(&self, session: &SessionHandle, message_id: Uuid, code: ErrorCode) {
+        let frame = encode_error(session.codec, message_id, code, describe(code));
+        if session.deliver(frame).is_ok() {
+            self.metrics.error_sent(code);
+        }
+    }
+}
+
+fn outcome_of(result: &Result<(), ErrorCode>, ok: RouteOutcome) -> RouteOutcome {
+    match result {
+        Ok(()) => ok,
+        Err(code) => RouteOutcome::Failed(*code),
+    }
+}
+
+/// Microseconds since the Unix epoch (for cross-node latency).
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

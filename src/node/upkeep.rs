@@ -1,0 +1,184 @@
+//! Background upkeep of a node: its liveness record, batched presence
+//! refreshes (one round trip per tick for every local session, re-creating
+//! records a restarted backend lost), and a probe through its own bus channel
+//! that proves the subscription delivers. Readiness is derived from both.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Node;
+use crate::bus::{BusError, Envelope, MessageBus};
+use crate::metrics::Metrics;
+use crate::presence::{Location, PresenceRegistry};
+
+/// How often a node probes its own channel.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Probes that may go unanswered before the subscription counts as broken.
+const PROBE_MISSES: u32 = 3;
+
+/// Backend health as last observed.
+pub struct Health {
+    presence_ok: AtomicBool,
+    started: Instant,
+    last_echo_ms: AtomicU64,
+    pending: Mutex<Option<(u64, Instant)>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            presence_ok: AtomicBool::new(false),
+            started: Instant::now(),
+            last_echo_ms: AtomicU64::new(u64::MAX),
+            pending: Mutex::new(None),
+        }
+    }
+}
+
+impl Health {
+    /// Whether presence answers and the bus delivered a recent probe.
+    pub fn is_healthy(&self) -> bool {
+        self.presence_ok.load(Ordering::Acquire) && self.bus_ok()
+    }
+
+    fn bus_ok(&self) -> bool {
+        let last = self.last_echo_ms.load(Ordering::Acquire);
+        if last == u64::MAX {
+            return false;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(last) <= (PROBE_INTERVAL * PROBE_MISSES).as_millis() as u64
+    }
+
+    fn set_presence_ok(&self, ok: bool, metrics: &Metrics) {
+        self.presence_ok.store(ok, Ordering::Release);
+        metrics.redis_connected.set(i64::from(self.is_healthy()));
+    }
+
+    fn probe_sent(&self, nonce: u64) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some((nonce, Instant::now()));
+    }
+
+    /// Records a probe that came back through the bus.
+    pub fn probe_echoed(&self, nonce: u64, metrics: &Metrics) {
+        let pending = *self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((expected, sent)) = pending {
+            if expected == nonce {
+                metrics.probe_rtt.observe(sent.elapsed().as_secs_f64());
+                let now = self.started.elapsed().as_millis() as u64;
+                self.last_echo_ms.store(now, Ordering::Release);
+                metrics.redis_connected.set(i64::from(self.is_healthy()));
+            }
+        }
+    }
+}
+
+/// Aborts the node's background tasks when dropped.
+pub struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Subscribes to the node's channel and starts the upkeep tasks. The
+    /// first presence round trip happens before this returns.
+    pub async fn start(self: &Arc<Self>) -> Result<Background, BusError> {
+        let inbox = self.bus.subscribe(&self.id).await?;
+        let _ = self.upkeep_once().await;
+        let mut tasks = vec![tokio::spawn(Arc::clone(self).run_inbox(inbox))];
+        let node = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { node.run_upkeep().await }));
+        let node = Arc::clone(self);
+        tasks.push(tokio::spawn(async move { node.run_probes().await }));
+        Ok(Background(tasks))
+    }
+
+    /// Removes this node's liveness record (end of a clean shutdown).
+    pub async fn leave_cluster(&self) {
+        if let Err(error) = self.presence.remove_node(&self.id).await {
+            tracing::warn!(%error, "could not remove the node record; it expires on its own");
+        }
+    }
+
+    async fn run_upkeep(self: Arc<Self>) {
+        let ttl = self.settings.presence_ttl();
+        let healthy_tick = (ttl / 3).max(Duration::from_secs(1));
+        loop {
+            let ok = self.upkeep_once().await;
+            let tick = if ok {
+                healthy_tick
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// One round: node record, then every local presence record in one batch.
+    async fn upkeep_once(&self) -> bool {
+        let result = async {
+            self.presence.keep_node_alive(&self.id).await?;
+            let entries: Vec<_> = self
+                .hub
+                .snapshot()
+                .into_iter()
+                .map(|(client, handle)| {
+                    let at = Location {
+                        node_id: self.id.clone(),
+                        session_id: handle.session_id,
+                    };
+                    (client, at)
+                })
+                .collect();
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            let created = self.presence.refresh(&entries).await?;
+            self.metrics.presence_refreshes.inc_by(entries.len() as u64);
+            self.metrics.presence_reregistrations.inc_by(created as u64);
+            Ok::<usize, crate::presence::PresenceError>(created)
+        }
+        .await;
+        match result {
+            Ok(created) => {
+                if created > 0 {
+                    tracing::info!(created, "re-created presence records the backend had lost");
+                }
+                self.health.set_presence_ok(true, &self.metrics);
+                true
+            }
+            Err(error) => {
+                if self.health.presence_ok.load(Ordering::Acquire) {
+                    tracing::warn!(%error, "presence backend unavailable");
+                }
+                self.health.set_presence_ok(false, &self.metrics);
+                false
+            }
+        }
+    }
+
+    async fn run_probes(self: Arc<Self>) {
+        let mut nonce = 0u64;
+        let mut interval = tokio::time::interval(PROBE_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            nonce = nonce.wrapping_add(1);
+            self.health.probe_sent(nonce);
+            let probe = Envelope::Probe { nonce };
+            self.bus.publish(&self.id, probe.encode(), None);
+            self.metrics
+                .redis_connected
+                .set(i64::from(self.health.is_healthy()));
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The accept loop: connection limit, handshake with its timeout, one task
+//! per connection. Beyond `server.max_connections` a socket still completes
+//! the upgrade, gets ERROR SERVER_BUSY and close 1013.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::SinkExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+
+use super::session;
+use crate::node::Node;
+use crate::protocol::{encode_error, Codec, ErrorCode, MAX_FRAME_LEN};
+use crate::shutdown::Shutdown;
+
+/// The WebSocket settings every connection uses: small buffers (a signaling
+/// session needs a few KiB, not the library's 128 KiB defaults) and the
+/// protocol's largest frame as the message limit.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
+}
+
+/// Accepts WebSocket clients until the drain starts.
+pub async fn serve_websockets(listener: TcpListener, node: Arc<Node>, mut shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = Arc::clone(&node);
+        let open = node.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        node.metrics.connections.inc();
+        let busy = open > node.settings.server.max_connections;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let guard = ConnectionGuard(Arc::clone(&node));
+            if busy {
+                reject_busy(&node, stream).await;
+            } else if let Some(ws) = handshake(&node, stream).await {
+                tracing::debug!(%peer, "websocket opened");
+                session::run(&node, ws, shutdown).await;
+            }
+            drop(guard);
+        });
+    }
+}
+
+struct ConnectionGuard(Arc<Node>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.connections.dec();
+    }
+}
+
+async fn handshake(node: &Node, stream: TcpStream) -> Option<WebSocketStream<TcpStream>> {
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check_path,
+        Some(websocket_config()),
+    );
+    match tokio::time::timeout(node.settings.server.connect_timeout(), accept).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "websocket handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[allow(clippy::result_large_err)] // the callback signature is the library's
+fn check_path(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    match request.uri().path() {
+        "/" | "/ws" => Ok(response),
+        _ => {
+            let mut not_found = ErrorResponse::new(Some("not found: use / or /ws".into()));
+            *not_found.status_mut() = StatusCode::NOT_FOUND;
+            Err(not_found)
+        }
+    }
+}
+
+async fn reject_busy(node: &Node, stream: TcpStream) {
+    let Some(mut ws) = handshake(node, stream).await else {
+        return;
+    };
+    let frame = encode_error(
+        Codec::Json,
+        Uuid::nil(),
+        ErrorCode::ServerBusy,
+        "node is at its connection limit",
+    );
+    node.metrics.error_sent(ErrorCode::ServerBusy);
+    let close = CloseFrame {
+        code: WsCloseCode::from(1013),
+        reason: "server busy".into(),
+    };
+    let _ = ws.send(WsMessage::Binary(frame)).await;
+    let _ = ws.send(WsMessage::Close(Some(close))).await;
+    session::await_close(&mut ws).await;
+}

@@ -1,0 +1,9 @@
+//! The network edges of a node: the WebSocket listener with its per-client
+//! session task, and the admin HTTP endpoints.
+
+mod admin;
+mod listener;
+mod session;
+
+pub use admin::serve_admin;
+pub use listener::{serve_websockets, websocket_config};
