@@ -16,7 +16,7 @@ WORKDIR /app
 # 1. Dependencies only: a skeleton crate with the real manifest and lock file.
 COPY deploy/docker/skeleton.sh /usr/local/bin/skeleton
 COPY Cargo.toml Cargo.lock ./
-RUN skeleton Cargo.toml \
+RUN sh /usr/local/bin/skeleton Cargo.toml \
  && cargo build --release --locked \
  && rm -rf src
 
@@ -44,6 +44,7 @@ RUN apt-get update \
 COPY --from=build /out/signal-manager-service /usr/local/bin/signal-manager-service
 COPY deploy/docker/config.toml /etc/signal-manager/config.toml
 COPY deploy/docker/healthcheck.sh /usr/local/bin/sm-healthcheck
+RUN chmod 0755 /usr/local/bin/sm-healthcheck
 
 # Numeric, so Kubernetes can check runAsNonRoot without looking the name up.
 USER 10001:10001

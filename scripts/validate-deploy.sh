@@ -334,16 +334,35 @@ fi
 
 # --- container image ---------------------------------------------------------
 
-# The Dockerfile's dependency layer builds a skeleton of Cargo.toml: it must
-# still parse with only the stub sources present.
+# The Dockerfile's dependency layer builds a skeleton of Cargo.toml with stub
+# sources: every target it keeps must have its stub, nothing may need a file
+# that is not copied yet, and Cargo.lock must match (the build uses --locked).
 docker_skeleton() {
   local dir="$WORK/skeleton"
   mkdir -p "$dir"
   cp Cargo.toml Cargo.lock "$dir/"
   (cd "$dir" && sh "$ROOT/deploy/docker/skeleton.sh" Cargo.toml)
   [ -f "$dir/Cargo.toml.orig" ]
-  cargo metadata --offline --no-deps --format-version 1 --manifest-path "$dir/Cargo.toml" >/dev/null
+  (cd "$dir" && "$PY" - <<'EOF'
+import os
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+m = tomllib.load(open("Cargo.toml", "rb"))
+for kind in ("bench", "example", "test"):
+    assert kind not in m, f"skeleton keeps [[{kind}]]"
+assert "build" not in m.get("package", {}), "skeleton keeps a build script"
+paths = [m.get("lib", {}).get("path", "src/lib.rs")]
+paths += [b.get("path", "src/main.rs") for b in m.get("bin", [])] or ["src/main.rs"]
+for p in paths:
+    assert os.path.isfile(p), f"no stub for target {p}"
+print("skeleton targets:", ", ".join(paths))
+EOF
+  )
+  cargo metadata --locked --format-version 1 --manifest-path "$dir/Cargo.toml" >/dev/null
 }
+
 check "Dockerfile dependency skeleton accepts Cargo.toml" docker_skeleton
 
 dockerfile_settings() {
