@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod client;
 pub mod config;
 pub mod ids;
 pub mod metrics;

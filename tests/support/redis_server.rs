@@ -1,0 +1,134 @@
+//! A real `redis-server` per test on a free port, with no persistence;
+//! killed on drop and restartable on the same port.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, free_port};
+
+/// A running redis-server.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/redis-server");
+    if path.exists() {
+        return path;
+    }
+    if let Ok(found) = which("redis-server") {
+        return found;
+    }
+    panic!("redis-server is not installed; install it with: apt-get install -y redis-server");
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.exists())
+        })
+        .ok_or(())
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers.
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(binary())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            "redis-server answers",
+            Duration::from_secs(10),
+            || async move { ping(port).await },
+        )
+        .await;
+    }
+
+    /// Kills the server (SIGKILL); its data is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// Runs a command with redis-cli-like arguments over a plain socket (RESP).
+    pub async fn command(&self, args: &[&str]) -> String {
+        command(self.port, args).await
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    command(port, &["PING"]).await.contains("PONG")
+}
+
+/// Sends one RESP command and returns the raw reply text.
+pub async fn command(port: u16, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
