@@ -868,8 +868,10 @@ export class SignalManagerClient extends EventTarget {
  * @param {RTCPeerConnection} pc
  * @param {string} peerId
  * @param {{polite?: boolean, onError?: (err: Error) => void}} [options]
- * @returns {{detach: () => void, idle: () => Promise<void>}} detach stops
- *   handling; idle resolves when every received signal has been applied.
+ * @returns {{detach: () => void, idle: () => Promise<void>, receive: (signal: object) => void}}
+ *   detach stops handling; idle resolves when every received signal has
+ *   been applied; receive applies a signal event detail that arrived before
+ *   this helper was attached (typically the offer that made you create it).
  */
 export function attachPeerConnection(client, pc, peerId, { polite = false, onError } = {}) {
   let makingOffer = false;
@@ -935,10 +937,11 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     }).catch(report);
   };
 
+  const receive = (d) => enqueue(d, d.messageType === MessageType.SIGNAL_ICE_CANDIDATE ? applyCandidate : applyDescription);
   const offs = [
-    client.on('offer', (d) => enqueue(d, applyDescription)),
-    client.on('answer', (d) => enqueue(d, applyDescription)),
-    client.on('ice', (d) => enqueue(d, applyCandidate)),
+    client.on('offer', receive),
+    client.on('answer', receive),
+    client.on('ice', receive),
   ];
   pc.addEventListener('negotiationneeded', onNegotiationNeeded);
   pc.addEventListener('icecandidate', onIceCandidate);
@@ -950,5 +953,6 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
       pc.removeEventListener('icecandidate', onIceCandidate);
     },
     idle: () => chain,
+    receive,
   };
 }
