@@ -1,0 +1,454 @@
+// End-to-end: two headless Chromium pages call each other over WebRTC, with
+// signaling through two real Signal Manager nodes sharing a real Redis.
+//
+//   alice (page A) on node-1, bob (page B) on node-2 -> cross-node call,
+//   data channel, a message each way; SIGTERM node-2 -> bob gets DISCONNECT
+//   SERVER_SHUTDOWN, reconnects to node-1 -> second call, a message each way;
+//   then the demo page's own UI makes a call on node-1.
+//
+// Run through scripts/browser-test.sh, which provides Chromium, npm packages
+// and a loopback-only network namespace. Environment:
+//   SM_BIN       the signal-manager-service binary (required)
+//   SM_E2E_TOPOLOGY=single   both pages start on node-2 and the nodes run
+//                without Redis (checks shutdown and reconnect on a build
+//                without cluster mode); default: cluster
+//   SM_E2E_KEEP_LOGS=1       print node logs even when everything passed
+import { spawn, execFile } from 'node:child_process';
+import { createServer, connect as netConnect } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, createWriteStream, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+import { startStaticServer } from '../../clients/js/serve.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const JS_ROOT = resolve(HERE, '../../clients/js');
+const SM_BIN = process.env.SM_BIN ? resolve(process.env.SM_BIN) : null;
+const TOPOLOGY = process.env.SM_E2E_TOPOLOGY === 'single' ? 'single' : 'cluster';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const OVERALL_TIMEOUT_MS = 180_000;
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--allow-loopback-in-peer-connection',
+];
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+const logDir = mkdtempSync(join(tmpdir(), 'sm-browser-e2e-'));
+const children = new Map(); // name -> ChildProcess
+const results = [];
+let browser = null;
+let staticServer = null;
+
+// ------------------------------------------------------------ processes
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+function startChild(name, cmd, args, env = {}) {
+  const out = createWriteStream(join(logDir, `${name}.log`));
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pipe(out);
+  child.stderr.pipe(out);
+  child.exited = new Promise((res) => child.on('exit', (code, signal) => res({ code, signal })));
+  child.on('error', (err) => out.write(`spawn error: ${err.message}\n`));
+  children.set(name, child);
+  return child;
+}
+
+function logTail(name, lines = 25) {
+  try {
+    const text = readFileSync(join(logDir, `${name}.log`), 'utf8').trimEnd().split('\n');
+    return text.slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function stopChildren() {
+  for (const [name, child] of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const done = await Promise.race([child.exited, new Promise((r) => setTimeout(() => r(null), 3000))]);
+      if (!done) child.kill('SIGKILL');
+    }
+    children.delete(name);
+  }
+}
+
+async function until(what, fn, timeoutMs = 20_000, everyMs = 50) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+function redisPing(port) {
+  return new Promise((res) => {
+    const s = netConnect(port, '127.0.0.1');
+    let buf = '';
+    s.on('connect', () => s.write('PING\r\n'));
+    s.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\r\n')) {
+        s.destroy();
+        res(buf.startsWith('+PONG'));
+      }
+    });
+    s.on('error', () => res(false));
+  });
+}
+
+async function readyz(adminPort) {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+  return r.status === 200;
+}
+
+function mintToken(clientId, env) {
+  return new Promise((res, rej) => {
+    execFile(SM_BIN, ['token', '--client-id', clientId], { env: { ...process.env, ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err) return rej(new Error(`token --client-id ${clientId} failed: ${err.message} ${stderr}`));
+      const token = stdout.trim().split('\n').pop();
+      if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) return rej(new Error(`token output is not a JWT: ${stdout}`));
+      res(token);
+    });
+  });
+}
+
+// ------------------------------------------------------------ checks
+
+async function check(name, fn) {
+  const t0 = Date.now();
+  try {
+    const note = await fn();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name} (${Date.now() - t0} ms)${note ? ` - ${note}` : ''}`);
+  } catch (err) {
+    results.push({ name, ok: false });
+    console.log(`FAIL ${name} (${Date.now() - t0} ms): ${err.message}`);
+    throw Object.assign(err, { reported: true });
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// ------------------------------------------------------------ in-page harness
+
+/** Runs in each page: loads the client and keeps one client and one call. */
+async function pageInit() {
+  const sm = await import('/signal-manager.js');
+  const h = {
+    sm,
+    client: null,
+    call: null,
+    events: [],
+    messages: [],
+    errors: [],
+    connect(urls, clientId, token) {
+      const client = new sm.SignalManagerClient({ initialDelayMs: 100, maxDelayMs: 2000 });
+      h.client = client;
+      for (const type of ['connected', 'disconnect', 'reconnecting', 'error']) {
+        client.on(type, (d) => h.events.push({ type, ...d }));
+      }
+      return client.connect(urls, clientId, token);
+    },
+    /** A fresh RTCPeerConnection for `peer`; the caller also opens the channel. */
+    prepare(peer, { polite, open }) {
+      if (h.call) {
+        h.call.link.detach();
+        h.call.detachIce();
+        h.call.pc.close();
+      }
+      const pc = new RTCPeerConnection();
+      const call = { pc, dc: null, peer, iceIn: 0, iceOut: 0 };
+      call.link = sm.attachPeerConnection(h.client, pc, peer, { polite, onError: (e) => h.errors.push(String(e)) });
+      const iceIn = h.client.on('ice', (d) => { if (d.from === peer && h.call === call) call.iceIn++; });
+      pc.addEventListener('icecandidate', (e) => { if (e.candidate) call.iceOut++; });
+      const wire = (dc) => {
+        call.dc = dc;
+        dc.onmessage = (e) => h.messages.push(e.data);
+      };
+      pc.ondatachannel = (e) => wire(e.channel);
+      call.detachIce = iceIn;
+      h.call = call;
+      if (open) wire(pc.createDataChannel('chat'));
+    },
+    channelOpen() {
+      return h.call?.dc?.readyState === 'open';
+    },
+  };
+  window.__e2e = h;
+}
+
+async function newPage(name) {
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.log(`  [${name} page error] ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') console.log(`  [${name} console] ${msg.text()}`);
+  });
+  await page.goto(`${staticServer.url}demo/`);
+  await page.evaluate(pageInit);
+  return page;
+}
+
+const waitInPage = (page, what, fn, arg, timeout = 15_000) =>
+  page.waitForFunction(fn, arg, { timeout, polling: 20 }).catch((err) => {
+    throw new Error(`${what}: ${err.message.split('\n')[0]}`);
+  });
+
+/** What a page saw go wrong: ERROR events from the server and helper errors. */
+async function pageTrouble(page, name) {
+  const t = await page.evaluate(() => ({
+    errors: window.__e2e.events.filter((e) => e.type !== 'connected'),
+    helper: window.__e2e.errors,
+    pc: window.__e2e.call && { connection: window.__e2e.call.pc.connectionState, signaling: window.__e2e.call.pc.signalingState },
+  })).catch((err) => ({ unavailable: err.message }));
+  return `${name} saw ${JSON.stringify(t)}`;
+}
+
+/** Caller `a` calls `b`: fresh peer connections, channel open both sides, a message each way. */
+async function callAndChat(label, a, b, aName, bName) {
+  await check(`${label}: ${aName} calls ${bName}, the data channel opens on both sides`, async () => {
+    const t0 = Date.now();
+    await b.evaluate((peer) => window.__e2e.prepare(peer, { polite: true, open: false }), aName);
+    await a.evaluate((peer) => window.__e2e.prepare(peer, { polite: false, open: true }), bName);
+    try {
+      await waitInPage(a, `${aName}'s channel`, () => window.__e2e.channelOpen());
+      await waitInPage(b, `${bName}'s channel`, () => window.__e2e.channelOpen());
+    } catch (err) {
+      throw new Error(`${err.message}\n  ${await pageTrouble(a, aName)}\n  ${await pageTrouble(b, bName)}`);
+    }
+    const ice = await Promise.all([a, b].map((p) => p.evaluate(() => ({ in: window.__e2e.call.iceIn, out: window.__e2e.call.iceOut }))));
+    assert(ice[0].in > 0 && ice[1].in > 0, `ICE candidates did not cross the service: ${JSON.stringify(ice)}`);
+    return `${Date.now() - t0} ms, ICE candidates ${aName}->${bName} ${ice[1].in}, ${bName}->${aName} ${ice[0].in}`;
+  });
+  for (const [from, to, fromName, toName] of [[a, b, aName, bName], [b, a, bName, aName]]) {
+    await check(`${label}: a message from ${fromName} reaches ${toName}`, async () => {
+      const text = `hello ${toName} from ${fromName} ${randomBytes(4).toString('hex')} ✓`;
+      await from.evaluate((t) => window.__e2e.call.dc.send(t), text);
+      await waitInPage(to, `message at ${toName}`, (t) => window.__e2e.messages.includes(t), text, 10_000);
+    });
+  }
+}
+
+// ------------------------------------------------------------ scenario
+
+async function scenario() {
+  assert(SM_BIN && existsSync(SM_BIN), `SM_BIN is not an executable file: ${SM_BIN ?? '(unset)'}`);
+  assert(existsSync(CHROMIUM), `${CHROMIUM} is missing (apt-get install -y chromium)`);
+  const secret = randomBytes(32).toString('hex');
+  const prefix = `e2e-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const env = { SIGNAL_MANAGER_AUTH_TOKEN_SECRET: secret, SIGNAL_MANAGER_CLUSTER_KEY_PREFIX: prefix };
+  const cluster = TOPOLOGY === 'cluster';
+  console.log(`# topology ${TOPOLOGY}; logs in ${logDir}`);
+
+  let redisPort;
+  if (cluster) {
+    redisPort = await freePort();
+    await check('redis-server starts and answers PING', async () => {
+      startChild('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+      await until('redis PING', () => redisPing(redisPort), 10_000);
+    });
+  }
+
+  const nodes = {};
+  for (const id of ['node-1', 'node-2']) {
+    const port = await freePort();
+    const admin = await freePort();
+    const args = ['--port', String(port), '--admin-port', String(admin), '--node-id', id];
+    if (cluster) args.push('--redis-url', `redis://127.0.0.1:${redisPort}`);
+    nodes[id] = { port, admin, url: `ws://127.0.0.1:${port}`, child: startChild(id, SM_BIN, args, env) };
+  }
+  for (const id of Object.keys(nodes)) {
+    await check(`${id} starts and /readyz answers 200`, async () => {
+      const { child, admin } = nodes[id];
+      await until(`${id} /readyz`, async () => {
+        if (child.exitCode !== null) throw new Error(`${id} exited with ${child.exitCode}:\n${logTail(id)}`);
+        return readyz(admin);
+      }, 30_000);
+    });
+  }
+
+  const tokens = {};
+  await check('the token subcommand mints JWTs for alice, bob, carol and dave', async () => {
+    for (const who of ['alice', 'bob', 'carol', 'dave']) tokens[who] = await mintToken(who, env);
+  });
+
+  staticServer = await startStaticServer({ port: 0 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30_000 });
+  const [pageA, pageB] = await Promise.all([newPage('alice'), newPage('bob')]);
+
+  const n1 = nodes['node-1'].url;
+  const n2 = nodes['node-2'].url;
+  const aliceUrls = cluster ? [n1] : [n2, n1];
+  const bobUrls = [n2, n1];
+  const aliceNode = cluster ? 'node-1' : 'node-2';
+
+  await check(`alice connects to ${aliceNode}`, async () => {
+    const ack = await pageA.evaluate(([u, t]) => window.__e2e.connect(u, 'alice', t), [aliceUrls, tokens.alice]);
+    assert(ack.nodeId === aliceNode && ack.clientId === 'alice', `CONNECT_ACK ${JSON.stringify(ack)}`);
+  });
+  let bobSession;
+  await check('bob connects to node-2', async () => {
+    const ack = await pageB.evaluate(([u, t]) => window.__e2e.connect(u, 'bob', t), [bobUrls, tokens.bob]);
+    assert(ack.nodeId === 'node-2' && ack.clientId === 'bob', `CONNECT_ACK ${JSON.stringify(ack)}`);
+    bobSession = ack.sessionId;
+  });
+
+  await check('a signal to a client that is not online gets ERROR PEER_NOT_FOUND with its message id', async () => {
+    const id = await pageA.evaluate(() => window.__e2e.client.sendOffer('nobody-here', '{}'));
+    await waitInPage(pageA, 'PEER_NOT_FOUND', (mid) => window.__e2e.events.some((e) => e.type === 'error' && e.code === 'PEER_NOT_FOUND' && e.messageId === mid), id, 10_000);
+  });
+
+  await callAndChat(cluster ? 'first call, across nodes' : 'first call', pageA, pageB, 'alice', 'bob');
+
+  await check('SIGTERM to node-2: bob receives DISCONNECT SERVER_SHUTDOWN', async () => {
+    nodes['node-2'].child.kill('SIGTERM');
+    await waitInPage(pageB, 'disconnect event', () => window.__e2e.events.some((e) => e.type === 'disconnect'), undefined, 15_000);
+    const d = await pageB.evaluate(() => window.__e2e.events.find((e) => e.type === 'disconnect'));
+    assert(d.reason === 'SERVER_SHUTDOWN' && d.willReconnect === true, `disconnect ${JSON.stringify(d)}`);
+    assert(d.closeCode === 1001, `close code ${d.closeCode}, expected 1001`);
+  });
+
+  await check('node-2 drains and exits 0', async () => {
+    const { code, signal } = await Promise.race([
+      nodes['node-2'].child.exited,
+      new Promise((_, rej) => setTimeout(() => rej(new Error('node-2 still running 15 s after SIGTERM')), 15_000)),
+    ]);
+    assert(code === 0, `node-2 exited with code ${code} signal ${signal}:\n${logTail('node-2')}`);
+  });
+
+  await check('bob reconnects to node-1 with a new session', async () => {
+    await waitInPage(pageB, 'reconnect', () => window.__e2e.events.some((e) => e.type === 'connected' && e.reconnected), undefined, 15_000);
+    const c = await pageB.evaluate(() => window.__e2e.events.find((e) => e.type === 'connected' && e.reconnected));
+    assert(c.nodeId === 'node-1', `reconnected to ${c.nodeId}`);
+    assert(c.sessionId !== bobSession, 'session id did not change');
+  });
+  if (!cluster) {
+    await check('alice reconnects to node-1', async () => {
+      await waitInPage(pageA, 'reconnect', () => window.__e2e.events.some((e) => e.type === 'connected' && e.reconnected && e.nodeId === 'node-1'), undefined, 15_000);
+    });
+  }
+
+  await callAndChat('second call, after the reconnect', pageA, pageB, 'alice', 'bob');
+
+  await check('alice and bob leave with DISCONNECT', async () => {
+    await Promise.all([pageA, pageB].map((p) => p.evaluate(async () => {
+      await window.__e2e.client.close();
+      return window.__e2e.client.state;
+    }).then((s) => assert(s === 'closed', `state ${s}`))));
+  });
+
+  // The demo page, driven through its own form and buttons.
+  const [pageC, pageD] = await Promise.all([newPage('carol'), newPage('dave')]);
+  await check('demo page: carol and dave connect to node-1 through the form', async () => {
+    for (const [page, who, peer] of [[pageC, 'carol', 'dave'], [pageD, 'dave', 'carol']]) {
+      await page.fill('#url', n1);
+      await page.fill('#client-id', who);
+      await page.fill('#token', tokens[who]);
+      await page.fill('#peer-id', peer);
+      await page.click('#connect');
+    }
+    for (const page of [pageC, pageD]) {
+      await waitInPage(page, 'connected status', () => document.querySelector('#status').dataset.state === 'connected');
+    }
+  });
+  await check('demo page: carol calls dave and they chat both ways', async () => {
+    await pageC.click('#call');
+    for (const page of [pageC, pageD]) {
+      await waitInPage(page, 'chat enabled', () => !document.querySelector('#message').disabled);
+    }
+    for (const [from, to, text] of [[pageC, pageD, 'hi dave, carol here'], [pageD, pageC, 'hello carol ☺']]) {
+      await from.fill('#message', text);
+      await from.click('#send');
+      await waitInPage(to, `"${text}" shown`, (t) => [...document.querySelectorAll('#log .peer')].some((e) => e.textContent.endsWith(t)), text, 10_000);
+    }
+  });
+  await check('demo page: hanging up ends the call on both sides', async () => {
+    await pageC.click('#hangup');
+    for (const page of [pageC, pageD]) {
+      await waitInPage(page, 'call ended', () => !document.querySelector('#call').disabled && document.querySelector('#message').disabled);
+    }
+  });
+}
+
+// ------------------------------------------------------------ main
+
+async function cleanup() {
+  await browser?.close().catch(() => {});
+  browser = null;
+  await staticServer?.close().catch(() => {});
+  staticServer = null;
+  await stopChildren();
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, async () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.log(`# ${sig}: cleaning up`);
+    await cleanup();
+    process.exit(130);
+  });
+}
+process.on('exit', () => {
+  for (const child of children.values()) child.kill('SIGKILL');
+});
+
+const watchdog = setTimeout(async () => {
+  console.log(`FAIL the whole run exceeded ${OVERALL_TIMEOUT_MS / 1000} s`);
+  results.push({ name: 'overall time limit', ok: false });
+  await cleanup();
+  finish();
+}, OVERALL_TIMEOUT_MS);
+
+function finish() {
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  if (failed > 0 || process.env.SM_E2E_KEEP_LOGS) {
+    for (const name of ['redis', 'node-1', 'node-2']) {
+      if (existsSync(join(logDir, `${name}.log`))) console.log(`# --- last lines of ${name}.log ---\n${logTail(name)}`);
+    }
+  }
+  if (failed === 0) rmSync(logDir, { recursive: true, force: true });
+  else console.log(`# logs kept in ${logDir}`);
+  console.log(`# finished in ${elapsed()}`);
+  console.log(`browser e2e: ${passed} passed, ${failed} failed`);
+  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+}
+
+try {
+  await scenario();
+} catch (err) {
+  if (!err.reported) {
+    console.log(`FAIL ${err.message}`);
+    results.push({ name: 'setup', ok: false });
+  }
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
+finish();
