@@ -615,7 +615,8 @@ export class SignalManagerClient extends EventTarget {
 
   #onError(msg) {
     const p = this.#pending;
-    if (p && p.id === msg.messageId) {
+    // SERVER_BUSY comes with the nil id, before the node has read the CONNECT.
+    if (p && (p.id === msg.messageId || msg.code === ErrorCode.SERVER_BUSY)) {
       if (msg.code === ErrorCode.AUTH_FAILED || msg.code === ErrorCode.TOKEN_EXPIRED) {
         // A failed refresh leaves the session running (PROTOCOL.md step 4).
         if (this.state !== 'connected') this.#authFailed = msg;

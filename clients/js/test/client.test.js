@@ -141,6 +141,17 @@ test('connect rejects on ERROR with the CONNECT id and does not retry', async (t
   assert.ok(errors.some((e) => e.code === 'AUTH_FAILED' && e.messageId === server.frames[0].msg.messageId));
 });
 
+test('connect rejects with SERVER_BUSY from a full node', async (t) => {
+  const server = await startWsServer((conn) => {
+    send(conn, T.ERROR, { code: 'SERVER_BUSY', message: 'full' }, '00000000-0000-0000-0000-000000000000');
+    conn.close(1013);
+  });
+  t.after(() => server.close());
+  const client = newClient();
+  await assert.rejects(client.connect(server.url, 'alice', 't'), { code: 'SERVER_BUSY' });
+  assert.equal(client.state, 'closed');
+});
+
 test('connect rejects when no CONNECT_ACK comes in time', async (t) => {
   const server = await scriptedServer(() => {});
   t.after(() => server.close());
