@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::bus::{Bus, BusError, MemoryBus};
+use crate::bus::{Bus, BusError, MemoryBus, RedisBus};
 use crate::config::Settings;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::presence::{MemoryPresence, Presence};
+use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::server::{serve_admin, serve_websockets};
 use crate::shutdown::Shutdown;
 
@@ -115,11 +115,35 @@ pub fn memory_node(
 /// `cluster.redis_url`, Redis backends with it.
 pub async fn build_node(settings: Settings) -> Result<Arc<Node>, AppError> {
     let ttl = settings.presence_ttl();
-    memory_node(
-        settings,
-        MemoryPresence::new(ttl, ttl),
-        MemoryBus::default(),
+    let Some(url) = settings.cluster.redis_url.clone() else {
+        return memory_node(
+            settings,
+            MemoryPresence::new(ttl, ttl),
+            MemoryBus::default(),
+        );
+    };
+    let auth = authenticator(&settings)?;
+    let id = node_id(&settings);
+    let metrics = Arc::new(Metrics::new());
+    let cluster = &settings.cluster;
+    let presence = RedisPresence::new(
+        url.expose(),
+        &cluster.key_prefix,
+        ttl,
+        cluster.redis_pool_size,
+        Arc::clone(&metrics),
     )
+    .map_err(|e| AppError::Cluster(e.to_string()))?;
+    let bus = RedisBus::new(url.expose(), &cluster.key_prefix, Arc::clone(&metrics))?;
+    tracing::info!(node_id = %id, prefix = %cluster.key_prefix, "cluster mode: Redis presence and bus");
+    Ok(Arc::new(Node::new(
+        id,
+        settings,
+        auth,
+        Presence::Redis(presence),
+        Bus::Redis(bus),
+        metrics,
+    )))
 }
 
 /// Runs a node until `shutdown` fires, then drains: readiness 503, no new

@@ -13,12 +13,14 @@
 
 mod envelope;
 mod memory;
+mod redis;
 
 use std::future::Future;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use self::redis::RedisBus;
 pub use envelope::{Envelope, EnvelopeError, SignalEnvelope};
 pub use memory::MemoryBus;
 
@@ -45,24 +47,39 @@ pub trait MessageBus: Send + Sync + 'static {
         &self,
         node: &NodeId,
     ) -> impl Future<Output = Result<mpsc::Receiver<Bytes>, BusError>> + Send;
+
+    /// Drops and re-creates the subscription (the node's probes stopped
+    /// coming back: the connection may have died silently).
+    fn resubscribe(&self) {}
 }
 
 /// The backend chosen at the composition root.
 pub enum Bus {
     /// In-process bus.
     Memory(MemoryBus),
+    /// Redis pub/sub.
+    Redis(RedisBus),
 }
 
 impl MessageBus for Bus {
     fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>) {
         match self {
             Bus::Memory(b) => b.publish(to, envelope, done),
+            Bus::Redis(b) => b.publish(to, envelope, done),
+        }
+    }
+
+    fn resubscribe(&self) {
+        match self {
+            Bus::Memory(b) => b.resubscribe(),
+            Bus::Redis(b) => b.resubscribe(),
         }
     }
 
     async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
         match self {
             Bus::Memory(b) => b.subscribe(node).await,
+            Bus::Redis(b) => b.subscribe(node).await,
         }
     }
 }

@@ -23,6 +23,7 @@ const PROBE_MISSES: u32 = 3;
 /// Backend health as last observed.
 pub struct Health {
     presence_ok: AtomicBool,
+    upkeep_now: tokio::sync::Notify,
     started: Instant,
     last_echo_ms: AtomicU64,
     pending: Mutex<Option<(u64, Instant)>>,
@@ -32,6 +33,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             presence_ok: AtomicBool::new(false),
+            upkeep_now: tokio::sync::Notify::new(),
             started: Instant::now(),
             last_echo_ms: AtomicU64::new(u64::MAX),
             pending: Mutex::new(None),
@@ -170,8 +172,25 @@ impl Node {
         let mut nonce = 0u64;
         let mut interval = tokio::time::interval(PROBE_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_ok = false;
+        let mut misses = 0u32;
         loop {
             interval.tick().await;
+            let ok = self.health.bus_ok();
+            if ok && !was_ok {
+                self.health.upkeep_now.notify_one();
+            }
+            if ok {
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses % PROBE_MISSES == 0 {
+                    // No echo for a while: the subscription may have died
+                    // silently. Re-create it.
+                    self.bus.resubscribe();
+                }
+            }
+            was_ok = ok;
             nonce = nonce.wrapping_add(1);
             self.health.probe_sent(nonce);
             let probe = Envelope::Probe { nonce };

@@ -13,9 +13,11 @@
 //!   empty) but never overwrites a record that names another session.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 
+pub use self::redis::RedisPresence;
 pub use memory::MemoryPresence;
 
 use crate::ids::{ClientId, NodeId, SessionId};
@@ -84,12 +86,15 @@ pub trait PresenceRegistry: Send + Sync + 'static {
 pub enum Presence {
     /// In-process registry.
     Memory(MemoryPresence),
+    /// Redis registry.
+    Redis(RedisPresence),
 }
 
 macro_rules! dispatch {
     ($self:ident, $p:ident => $e:expr) => {
         match $self {
             Presence::Memory($p) => $e,
+            Presence::Redis($p) => $e,
         }
     };
 }

@@ -1,0 +1,223 @@
+//! Redis bus. Each node subscribes to its own channel
+//! `<prefix>:node:<node_id>` on a dedicated pub/sub connection; a publish
+//! goes to exactly the target node's channel.
+//!
+//! Publishes are queued to one publisher task that pipelines whatever is
+//! queued into a single round trip on one dedicated connection, one batch
+//! at a time: that keeps per-sender order (one queue, one connection, one
+//! batch in flight) and makes the Redis cost per signal that of a pipelined
+//! PUBLISH. PUBLISH's receiver count comes back to the caller.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, Notify};
+
+use super::{BusError, MessageBus, PublishDone};
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+
+/// Publishes waiting for the publisher task before new ones are refused.
+const PUBLISH_QUEUE: usize = 65_536;
+/// Most publishes in one pipeline.
+const MAX_BATCH: usize = 1024;
+/// Envelopes received but not yet handled by the node.
+const INBOX_CAPACITY: usize = 65_536;
+/// Bound on connecting and on one pipeline round trip.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct PublishRequest {
+    channel: String,
+    payload: Bytes,
+    done: Option<PublishDone>,
+}
+
+/// The Redis message bus.
+pub struct RedisBus {
+    client: redis::Client,
+    prefix: Arc<str>,
+    queue: mpsc::Sender<PublishRequest>,
+    resubscribe: Arc<Notify>,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisBus {
+    /// A bus on `url`; starts the publisher task (call inside a runtime).
+    pub fn new(url: &str, prefix: &str, metrics: Arc<Metrics>) -> Result<RedisBus, BusError> {
+        let client = redis::Client::open(url).map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(run_publisher(client.clone(), rx, Arc::clone(&metrics)));
+        Ok(RedisBus {
+            client,
+            prefix: Arc::from(prefix),
+            queue,
+            resubscribe: Arc::new(Notify::new()),
+            metrics,
+        })
+    }
+
+    fn channel(&self, node: &NodeId) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+}
+
+impl MessageBus for RedisBus {
+    fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>) {
+        let request = PublishRequest {
+            channel: self.channel(to),
+            payload: envelope,
+            done,
+        };
+        if let Err(e) = self.queue.try_send(request) {
+            let request = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            self.metrics.publish_failed("queue_full");
+            if let Some(done) = request.done {
+                done(Err(BusError::Unavailable("publish queue full".into())));
+            }
+        }
+    }
+
+    async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let channel = self.channel(node);
+        tokio::spawn(run_subscriber(
+            self.client.clone(),
+            channel,
+            tx,
+            Arc::clone(&self.resubscribe),
+        ));
+        Ok(rx)
+    }
+
+    fn resubscribe(&self) {
+        self.resubscribe.notify_one();
+    }
+}
+
+async fn connect(client: &redis::Client) -> Option<MultiplexedConnection> {
+    tokio::time::timeout(
+        ROUND_TRIP_TIMEOUT,
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+async fn run_publisher(
+    client: redis::Client,
+    mut rx: mpsc::Receiver<PublishRequest>,
+    metrics: Arc<Metrics>,
+) {
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut retry_at = Instant::now();
+    let mut batch: Vec<PublishRequest> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if connection.is_none() && Instant::now() >= retry_at {
+            connection = connect(&client).await;
+            if connection.is_none() {
+                // Fail fast for a moment instead of paying a connect timeout per batch.
+                retry_at = Instant::now() + Duration::from_millis(200);
+            }
+        }
+        let result = match connection.as_mut() {
+            None => Err("not connected".to_owned()),
+            Some(conn) => {
+                let mut pipe = redis::pipe();
+                for r in &batch {
+                    pipe.cmd("PUBLISH").arg(&r.channel).arg(&r.payload[..]);
+                }
+                let started = Instant::now();
+                let outcome =
+                    tokio::time::timeout(ROUND_TRIP_TIMEOUT, pipe.query_async::<Vec<usize>>(conn))
+                        .await;
+                metrics.redis_command("PUBLISH", started.elapsed().as_secs_f64());
+                match outcome {
+                    Ok(Ok(counts)) if counts.len() == batch.len() => Ok(counts),
+                    Ok(Ok(_)) => Err("pipeline answered a different number of replies".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("publish timed out".to_owned()),
+                }
+            }
+        };
+        match result {
+            Ok(counts) => {
+                for (request, count) in batch.drain(..).zip(counts) {
+                    if let Some(done) = request.done {
+                        done(Ok(count));
+                    }
+                }
+            }
+            Err(reason) => {
+                connection = None;
+                for request in batch.drain(..) {
+                    if let Some(done) = request.done {
+                        done(Err(BusError::Unavailable(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_subscriber(
+    client: redis::Client,
+    channel: String,
+    inbox: mpsc::Sender<Bytes>,
+    resubscribe: Arc<Notify>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.get_async_pubsub())
+                .await
+                .ok()?
+                .ok()?;
+            tokio::time::timeout(ROUND_TRIP_TIMEOUT, pubsub.subscribe(&channel))
+                .await
+                .ok()?
+                .ok()?;
+            Some(pubsub)
+        }
+        .await;
+        if let Some(pubsub) = subscribed {
+            backoff = Duration::from_millis(50);
+            tracing::info!(%channel, "subscribed to the node channel");
+            let mut stream = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(message) => {
+                            let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+                            if inbox.send(payload).await.is_err() {
+                                return; // the node is gone
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = resubscribe.notified() => {
+                        tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                        break;
+                    }
+                }
+            }
+        }
+        if inbox.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
