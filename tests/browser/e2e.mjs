@@ -41,6 +41,7 @@ const logDir = mkdtempSync(join(tmpdir(), 'sm-browser-e2e-'));
 const children = new Map(); // name -> ChildProcess
 const results = [];
 let browser = null;
+let mediaBrowser = null; // the demo pages' browser, with a synthetic camera
 let staticServer = null;
 
 // ------------------------------------------------------------ processes
@@ -201,8 +202,8 @@ async function pageInit() {
   window.__e2e = h;
 }
 
-async function newPage(name) {
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+async function newPage(name, inBrowser = browser) {
+  const context = await inBrowser.newContext({ permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   page.on('pageerror', (err) => console.log(`  [${name} page error] ${err.message}`));
   page.on('console', (msg) => {
@@ -361,8 +362,12 @@ async function scenario() {
     }).then((s) => assert(s === 'closed', `state ${s}`))));
   });
 
-  // The demo page, driven through its own form and buttons.
-  const [pageC, pageD] = await Promise.all([newPage('carol'), newPage('dave')]);
+  // The demo page, driven through its own form and buttons, in a browser
+  // with a synthetic camera and microphone so that the video call shows.
+  mediaBrowser = await chromium.launch({
+    executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream'], headless: true, timeout: 30_000,
+  });
+  const [pageC, pageD] = await Promise.all([newPage('carol', mediaBrowser), newPage('dave', mediaBrowser)]);
   await check('demo page: carol and dave connect to node-1 through the form', async () => {
     for (const [page, who, peer] of [[pageC, 'carol', 'dave'], [pageD, 'dave', 'carol']]) {
       await page.fill('#url', n1);
@@ -386,6 +391,19 @@ async function scenario() {
       await waitInPage(to, `"${text}" shown`, (t) => [...document.querySelectorAll('#log .peer')].some((e) => e.textContent.endsWith(t)), text, 10_000);
     }
   });
+  await check('demo page: both press "Video call" at once and each sees the other\'s video', async () => {
+    for (const page of [pageC, pageD]) {
+      await waitInPage(page, 'video button shown', () => !document.querySelector('#video').hidden && !document.querySelector('#video').disabled);
+    }
+    // Both renegotiate at the same moment: perfect negotiation must resolve the collision.
+    await Promise.all([pageC.click('#video'), pageD.click('#video')]);
+    for (const page of [pageC, pageD]) {
+      await waitInPage(page, 'remote video playing', () => {
+        const v = document.querySelector('#remote-video');
+        return v.srcObject && v.videoWidth > 0 && v.srcObject.getAudioTracks().length > 0;
+      });
+    }
+  });
   await check('demo page: hanging up ends the call on both sides', async () => {
     await pageC.click('#hangup');
     for (const page of [pageC, pageD]) {
@@ -399,6 +417,8 @@ async function scenario() {
 async function cleanup() {
   await browser?.close().catch(() => {});
   browser = null;
+  await mediaBrowser?.close().catch(() => {});
+  mediaBrowser = null;
   await staticServer?.close().catch(() => {});
   staticServer = null;
   await stopChildren();
