@@ -188,10 +188,12 @@ export function decodeFrame(data, { sender } = {}) {
   if (bytes.length < HEADER_SIZE) {
     throw new ProtocolError(ErrorCode.BAD_FRAME, `frame of ${bytes.length} bytes is shorter than the header`);
   }
-  const messageId = formatUuid(bytes, 2);
   if (bytes.length > MAX_FRAME_SIZE) {
-    throw new ProtocolError(ErrorCode.BAD_FRAME, 'frame larger than 65556 bytes', messageId);
+    // The server refuses such a message in its WebSocket layer, before
+    // reading any of it, so its ERROR carries the nil id as well.
+    throw new ProtocolError(ErrorCode.BAD_FRAME, 'frame larger than 65556 bytes');
   }
+  const messageId = formatUuid(bytes, 2);
   if (bytes[0] !== START_BYTE) {
     throw new ProtocolError(ErrorCode.BAD_FRAME, `bad start byte 0x${HEX[bytes[0]]}`, messageId);
   }

@@ -62,7 +62,7 @@ test('largest payload round-trips and a larger one is refused by the encoder', (
 test('decoder rejects an oversized message with BAD_FRAME', () => {
   const bytes = new Uint8Array(65557);
   bytes.set(encodeFrame({ messageType: T.HEARTBEAT, messageId: NIL_UUID, payloadType: P.BINARY, payload: new Uint8Array(MAX_PAYLOAD_SIZE) }));
-  assert.throws(() => decodeFrame(bytes), (e) => e instanceof ProtocolError && e.code === 'BAD_FRAME');
+  assert.throws(() => decodeFrame(bytes), (e) => e instanceof ProtocolError && e.code === 'BAD_FRAME' && e.messageId === NIL_UUID);
 });
 
 test('decoder accepts ArrayBuffer and views with an offset', () => {
