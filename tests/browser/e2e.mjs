@@ -355,6 +355,27 @@ async function scenario() {
 
   await callAndChat('second call, after the reconnect', pageA, pageB, 'alice', 'bob');
 
+  await check('alice refreshes her token on the open session: same session id', async () => {
+    const fresh = await mintToken('alice', env);
+    const r = await pageA.evaluate(async (t) => {
+      const before = window.__e2e.client.sessionId;
+      const ack = await window.__e2e.client.refreshToken(t);
+      return { before, after: ack.sessionId, state: window.__e2e.client.state };
+    }, fresh);
+    assert(r.before === r.after && r.state === 'connected', JSON.stringify(r));
+  });
+
+  await check('a second alice on node-1 replaces the first: DISCONNECT REPLACED, no reconnect', async () => {
+    const pageA2 = await newPage('alice-2');
+    const ack = await pageA2.evaluate(([u, t]) => window.__e2e.connect(u, 'alice', t), [[n1], tokens.alice]);
+    assert(ack.clientId === 'alice', JSON.stringify(ack));
+    await waitInPage(pageA, 'REPLACED', () => window.__e2e.events.some((e) => e.type === 'disconnect' && e.reason === 'REPLACED'), undefined, 10_000);
+    const d = await pageA.evaluate(() => ({ ev: window.__e2e.events.find((e) => e.reason === 'REPLACED'), state: window.__e2e.client.state }));
+    assert(d.ev.willReconnect === false && d.state === 'closed', JSON.stringify(d));
+    await pageA2.evaluate(() => window.__e2e.client.close());
+    await pageA2.context().close();
+  });
+
   await check('alice and bob leave with DISCONNECT', async () => {
     await Promise.all([pageA, pageB].map((p) => p.evaluate(async () => {
       await window.__e2e.client.close();
