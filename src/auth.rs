@@ -84,8 +84,17 @@ pub struct Verified {
     pub expires_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims a node reads; `iss` and `aud` (a string or an array) are
+/// checked by the validation itself.
+#[derive(Debug, Deserialize)]
 struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+/// The claims the `token` subcommand writes.
+#[derive(Debug, Serialize)]
+struct MintedClaims {
     sub: String,
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,7 +235,7 @@ pub fn mint(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let claims = Claims {
+    let claims = MintedClaims {
         sub: client_id.to_owned(),
         exp: now.saturating_add(ttl.as_secs()),
         iat: Some(now),
@@ -334,6 +343,12 @@ mod tests {
             "k",
         );
         assert!(auth.verify("a", &wrong_iss).is_err());
+        let aud_array = token(
+            &serde_json::json!({"sub":"a","exp":now()+60,"iss":"me","aud":["other","sm"]}),
+            Algorithm::HS256,
+            "k",
+        );
+        assert!(auth.verify("a", &aud_array).is_ok(), "aud may be an array");
         let no_aud = token(
             &serde_json::json!({"sub":"a","exp":now()+60,"iss":"me"}),
             Algorithm::HS256,

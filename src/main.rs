@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init_logging(&loaded.settings.logging);
+    telemetry::init_logging(&loaded.settings.logging, cli.log_level.as_deref());
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }

@@ -41,7 +41,6 @@ pub struct RedisBus {
     prefix: Arc<str>,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
-    metrics: Arc<Metrics>,
 }
 
 impl RedisBus {
@@ -49,13 +48,12 @@ impl RedisBus {
     pub fn new(url: &str, prefix: &str, metrics: Arc<Metrics>) -> Result<RedisBus, BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError::Unavailable(e.to_string()))?;
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(run_publisher(client.clone(), rx, Arc::clone(&metrics)));
+        tokio::spawn(run_publisher(client.clone(), rx, metrics));
         Ok(RedisBus {
             client,
             prefix: Arc::from(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
-            metrics,
         })
     }
 
@@ -75,7 +73,6 @@ impl MessageBus for RedisBus {
             let request = match e {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
-            self.metrics.publish_failed("queue_full");
             if let Some(done) = request.done {
                 done(Err(BusError::Unavailable("publish queue full".into())));
             }

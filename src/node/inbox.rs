@@ -77,19 +77,18 @@ impl Node {
                     &signal.source,
                     &signal.data,
                 );
-                match frame
-                    .map_err(|_| DeliverError::Closed)
-                    .and_then(|f| target.deliver(f))
-                {
-                    Ok(()) => {
+                match frame.map(|f| target.deliver(f)) {
+                    Ok(Ok(())) => {
                         let latency = now_micros().saturating_sub(signal.sent_at_us);
                         self.metrics
                             .cross_node_delivery
                             .observe(latency as f64 / 1e6);
                         return;
                     }
-                    Err(DeliverError::Full) => ErrorCode::PeerUnreachable,
-                    Err(DeliverError::Closed) => ErrorCode::PeerNotFound,
+                    // Too large once translated into the receiver's codec.
+                    Err(_) => ErrorCode::BadPayload,
+                    Ok(Err(DeliverError::Full)) => ErrorCode::PeerUnreachable,
+                    Ok(Err(DeliverError::Closed)) => ErrorCode::PeerNotFound,
                 }
             }
         };

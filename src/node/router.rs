@@ -144,7 +144,7 @@ impl Node {
                 ErrorCode::PeerUnreachable
             }
             Err(_) => {
-                self.metrics.publish_failed("backend_error");
+                self.metrics.publish_failed("unavailable");
                 ErrorCode::Unavailable
             }
         };

@@ -133,3 +133,83 @@ mod tests {
         assert!(!format!("{p:?}").contains("sekrit"));
     }
 }
+
+#[cfg(test)]
+mod proto_file {
+    //! The shipped `.proto` file and the prost structs describe the same
+    //! messages: same names, same field names, same numbers.
+
+    use std::collections::BTreeMap;
+
+    fn parse(text: &str) -> BTreeMap<String, Vec<(String, u32)>> {
+        let mut messages = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("message ") {
+                current = rest.split_whitespace().next().map(str::to_owned);
+                messages.insert(current.clone().unwrap_or_default(), Vec::new());
+            } else if line.starts_with('}') {
+                current = None;
+            } else if let (Some(name), Some((decl, number))) = (&current, line.split_once('=')) {
+                let field = decl
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned();
+                let number = number.trim().trim_end_matches(';').trim().parse().unwrap();
+                messages.get_mut(name).unwrap().push((field, number));
+            }
+        }
+        messages
+    }
+
+    #[test]
+    fn proto_file_matches_the_structs() {
+        let text = include_str!("../../proto/signal_manager/v1/signal_manager.proto");
+        let f = |pairs: &[(&str, u32)]| {
+            pairs
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), *t))
+                .collect::<Vec<_>>()
+        };
+        let expected: BTreeMap<String, Vec<(String, u32)>> = [
+            ("Connect", f(&[("client_id", 1), ("auth_token", 2)])),
+            (
+                "ConnectAck",
+                f(&[
+                    ("session_id", 1),
+                    ("client_id", 2),
+                    ("node_id", 3),
+                    ("heartbeat_interval_ms", 4),
+                ]),
+            ),
+            (
+                "Signal",
+                f(&[
+                    ("target_client_id", 1),
+                    ("source_client_id", 2),
+                    ("signal_data", 3),
+                ]),
+            ),
+            ("Error", f(&[("code", 1), ("message", 2)])),
+            ("Disconnect", f(&[("reason", 1), ("message", 2)])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(parse(text), expected);
+        // And the structs encode those numbers: tag byte = number << 3 | 2.
+        use prost::Message;
+        let ack = super::ConnectAckPayload {
+            session_id: "s".into(),
+            client_id: "c".into(),
+            node_id: "n".into(),
+            heartbeat_interval_ms: 1,
+        };
+        let bytes = ack.encode_to_vec();
+        assert_eq!(
+            bytes,
+            [0x0A, 1, b's', 0x12, 1, b'c', 0x1A, 1, b'n', 0x20, 1]
+        );
+    }
+}

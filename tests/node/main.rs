@@ -10,6 +10,7 @@ mod errors;
 mod lifecycle;
 mod memory_cluster;
 mod routing;
+mod vectors;
 
 use bytes::Bytes;
 use signal_manager_service::protocol::{
