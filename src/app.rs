@@ -114,17 +114,28 @@ pub fn memory_node(
 /// Builds the node the settings ask for: memory backends without
 /// `cluster.redis_url`, Redis backends with it.
 pub async fn build_node(settings: Settings) -> Result<Arc<Node>, AppError> {
+    build_node_with(settings, Arc::new(Metrics::new())).await
+}
+
+/// Like [`build_node`], registering into `metrics` (created before the node
+/// so telemetry can count into it too).
+pub async fn build_node_with(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<Node>, AppError> {
     let ttl = settings.presence_ttl();
-    let Some(url) = settings.cluster.redis_url.clone() else {
-        return memory_node(
-            settings,
-            MemoryPresence::new(ttl, ttl),
-            MemoryBus::default(),
-        );
-    };
     let auth = authenticator(&settings)?;
     let id = node_id(&settings);
-    let metrics = Arc::new(Metrics::new());
+    let Some(url) = settings.cluster.redis_url.clone() else {
+        return Ok(Arc::new(Node::new(
+            id,
+            settings,
+            auth,
+            Presence::Memory(MemoryPresence::new(ttl, ttl)),
+            Bus::Memory(MemoryBus::default()),
+            metrics,
+        )));
+    };
     let cluster = &settings.cluster;
     let presence = RedisPresence::new(
         url.expose(),

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use signal_manager_service::config::{self, Sources};
+use signal_manager_service::metrics::Metrics;
 use signal_manager_service::{app, auth, shutdown, telemetry};
 
 /// Horizontally scalable WebRTC signaling: clients connect over WebSocket,
@@ -115,7 +118,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init_logging(&loaded.settings.logging, cli.log_level.as_deref());
+    let mut settings = loaded.settings;
+    // Resolve the node id once: logs, traces and the cluster all use it.
+    let node_id = app::node_id(&settings);
+    settings.cluster.node_id = Some(node_id.as_str().to_owned());
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = telemetry::init(
+        &settings,
+        node_id.as_str(),
+        cli.log_level.as_deref(),
+        &metrics,
+    );
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -130,9 +143,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let settings = loaded.settings;
         let listeners = app::bind(&settings).await?;
-        let node = app::build_node(settings).await?;
+        let node = app::build_node_with(settings, metrics).await?;
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {
             shutdown::os_signal().await;
@@ -140,6 +152,9 @@ fn main() -> ExitCode {
         });
         app::run_node(node, listeners, shutdown).await
     });
+    drop(runtime);
+    // Flush the spans still queued (bounded by the exporter's timeout).
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,16 +1,171 @@
-//! Logging: a `tracing` subscriber writing JSON or pretty lines, filtered by
-//! `RUST_LOG` when set, else `logging.level`.
+//! Logging and tracing: a `tracing` subscriber writing JSON or pretty log
+//! lines, plus, when an OTLP endpoint is configured, an OpenTelemetry layer
+//! exporting spans over OTLP/HTTP (protobuf) in batches from a background
+//! thread, so the hot path never waits on the collector.
+//!
+//! Span helpers used by sessions and routing live here too, so attribute
+//! names (OpenTelemetry semantic conventions where one exists) are spelled
+//! in one place.
 
-use tracing_subscriber::EnvFilter;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::config::{LogFormat, LoggingSettings};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
+use crate::config::{LogFormat, Settings};
+use crate::metrics::Metrics;
+use crate::protocol::ErrorCode;
+
+/// Keeps the tracer provider alive; flush it with [`Telemetry::shutdown`].
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn is_exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the exporter (blocking: call off the async runtime).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// The OTLP traces URL: `telemetry.otlp_endpoint` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` as a base plus `/v1/traces`, or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as is.
+pub fn traces_endpoint(settings: &Settings) -> Option<String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(base) = settings
+        .telemetry
+        .otlp_endpoint
+        .clone()
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    {
+        return Some(format!("{}/v1/traces", base.trim_end_matches('/')));
+    }
+    env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+}
+
+/// The sampler: `OTEL_TRACES_SAMPLER` (+ `_ARG`) when set, else parent-based
+/// with `telemetry.sample_ratio`.
+pub fn sampler(settings: &Settings) -> Sampler {
+    let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG")
+        .ok()
+        .and_then(|a| a.parse::<f64>().ok())
+        .filter(|r| (0.0..=1.0).contains(r));
+    let ratio = arg.unwrap_or(settings.telemetry.sample_ratio);
+    let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    match std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref() {
+        Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::TraceIdRatioBased(ratio),
+        Some("parentbased_always_on") => parent(Sampler::AlwaysOn),
+        Some("parentbased_always_off") => parent(Sampler::AlwaysOff),
+        _ => parent(Sampler::TraceIdRatioBased(ratio)),
+    }
+}
+
+/// Counts spans whose export failed (collector down), then drops them.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    dropped: prometheus_client::metrics::counter::Counter,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            self.dropped.inc_by(n);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+fn tracer_provider(
+    settings: &Settings,
+    node_id: &str,
+    endpoint: String,
+    metrics: &Metrics,
+) -> Option<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| eprintln!("signal-manager-service: cannot build the OTLP exporter: {e}"))
+        .ok()?;
+    let exporter = CountingExporter {
+        inner: exporter,
+        dropped: metrics.spans_dropped.clone(),
+    };
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(8192)
+                .with_max_export_batch_size(512)
+                .with_scheduled_delay(std::time::Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let resource = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", settings.telemetry.service_name.clone()),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("service.instance.id", node_id.to_owned()),
+        ])
+        .build();
+    Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(batch)
+            .with_sampler(sampler(settings))
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Installs logging (and tracing when an OTLP endpoint is configured).
 ///
-/// `RUST_LOG` is an environment variable like `SIGNAL_MANAGER_LOGGING_LEVEL`
-/// and takes the same place in the precedence: it beats the file, and a
-/// `--log-level` flag (`flag_level`) beats it.
-pub fn init_logging(settings: &LoggingSettings, flag_level: Option<&str>) {
+/// Log level: a `--log-level` flag (`flag_level`) beats `RUST_LOG`, which
+/// beats `logging.level` (it is an environment variable, like
+/// `SIGNAL_MANAGER_LOGGING_LEVEL`). A second call (tests) is a no-op.
+pub fn init(
+    settings: &Settings,
+    node_id: &str,
+    flag_level: Option<&str>,
+    metrics: &Arc<Metrics>,
+) -> Telemetry {
     let from_env = || {
         std::env::var("RUST_LOG")
             .ok()
@@ -20,13 +175,79 @@ pub fn init_logging(settings: &LoggingSettings, flag_level: Option<&str>) {
     let filter = flag_level
         .and_then(|l| EnvFilter::try_new(l).ok())
         .or_else(from_env)
-        .or_else(|| EnvFilter::try_new(&settings.level).ok())
+        .or_else(|| EnvFilter::try_new(&settings.logging.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match settings.logging.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let provider = traces_endpoint(settings)
+        .and_then(|endpoint| tracer_provider(settings, node_id, endpoint, metrics));
+    let otel = provider.as_ref().map(|p| {
+        let tracer = p.tracer("signal-manager-service");
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with("signal_manager_service")
+            }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    Telemetry { provider }
+}
+
+/// Records the OpenTelemetry trace and span ids on a span (fields
+/// `trace_id`, `span_id`), so log lines inside it carry them.
+pub fn record_ids(span: &tracing::Span) {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+        span.record("span_id", tracing::field::display(sc.span_id()));
+    }
+}
+
+/// Marks a span failed with a protocol error code: status error and an
+/// `exception`-style event carrying the code.
+pub fn record_error(span: &tracing::Span, code: ErrorCode, message: &str) {
+    span.set_status(Status::error(code.as_str()));
+    span.add_event(
+        "signal_manager.error",
+        vec![
+            KeyValue::new("signal_manager.error.code", code.as_str()),
+            KeyValue::new("signal_manager.error.message", message.to_owned()),
+        ],
+    );
+}
+
+/// The W3C `traceparent` of a span (for the envelope); `None` when
+/// tracing is off. The sampled flag travels with it, so the receiving node
+/// follows the origin's sampling decision.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote span named by `traceparent`.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
 }

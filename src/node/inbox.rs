@@ -11,6 +11,7 @@ use super::{DeliverError, Node};
 use crate::bus::{Envelope, MessageBus, SignalEnvelope};
 use crate::ids::NodeId;
 use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+use crate::telemetry;
 
 impl Node {
     /// Consumes the node's subscription until it closes.
@@ -57,6 +58,34 @@ impl Node {
     }
 
     fn deliver_remote(&self, signal: SignalEnvelope) {
+        let kind_name = MessageType::from_u8(signal.kind).map_or("SIGNAL", MessageType::as_str);
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = %format_args!("{kind_name} deliver"),
+            otel.kind = "consumer",
+            messaging.system = "redis",
+            messaging.operation.type = "receive",
+            messaging.message.id = %signal.message_id,
+            signal_manager.message_type = kind_name,
+            signal_manager.source = signal.source.as_str(),
+            signal_manager.target = signal.target.as_str(),
+            signal_manager.origin_node = signal.origin.as_str(),
+            signal_manager.node_id = %self.id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if let Some(parent) = &signal.traceparent {
+            telemetry::set_remote_parent(&span, parent);
+        }
+        telemetry::record_ids(&span);
+        let _entered = span.enter();
+        if let Some(code) = self.try_deliver_remote(signal) {
+            telemetry::record_error(&span, code, describe(code));
+        }
+    }
+
+    /// Delivers, or bounces the failure to the origin; returns the failure.
+    fn try_deliver_remote(&self, signal: SignalEnvelope) -> Option<ErrorCode> {
         self.metrics.cross_node_received.inc();
         let kind = MessageType::from_u8(signal.kind).filter(|k| k.is_signal());
         let code = match (kind, self.hub.get(&signal.target)) {
@@ -65,7 +94,7 @@ impl Node {
                     kind = signal.kind,
                     "dropping envelope with a non-signal type"
                 );
-                return;
+                return None;
             }
             (Some(_), None) => ErrorCode::PeerNotFound,
             (Some(kind), Some(target)) => {
@@ -83,7 +112,7 @@ impl Node {
                         self.metrics
                             .cross_node_delivery
                             .observe(latency as f64 / 1e6);
-                        return;
+                        return None;
                     }
                     // Too large once translated into the receiver's codec.
                     Err(_) => ErrorCode::BadPayload,
@@ -99,5 +128,6 @@ impl Node {
         };
         self.bus
             .publish(&NodeId::new(&signal.origin), bounce.encode(), None);
+        Some(code)
     }
 }

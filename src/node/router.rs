@@ -13,6 +13,7 @@ use crate::ids::ClientId;
 use crate::metrics::RouteOutcome;
 use crate::presence::{Location, PresenceRegistry};
 use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+use crate::telemetry;
 
 /// A short sentence for each routing error, sent in ERROR.message.
 pub fn describe(code: ErrorCode) -> &'static str {
@@ -48,12 +49,15 @@ impl Node {
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
     ) -> Result<(), ErrorCode> {
+        let span = tracing::Span::current();
         if let Some(target) = self.hub.get(signal.target) {
+            span.record("signal_manager.route", "local");
             let outcome = self.deliver_local(signal, &target);
             self.metrics
                 .routed(false, outcome_of(&outcome, RouteOutcome::LocalDelivered));
             return outcome;
         }
+        span.record("signal_manager.route", "remote");
         let result = self.route_remote(signal, sender).await;
         self.metrics
             .routed(true, outcome_of(&result, RouteOutcome::RemotePublished));
@@ -103,8 +107,17 @@ impl Node {
             target: signal.target.to_owned(),
             data: signal.data.to_owned(),
             sent_at_us: now_micros(),
-            traceparent: None,
+            // The routing span is the delivery span's parent on the target node.
+            traceparent: telemetry::traceparent(&tracing::Span::current()),
         });
+        let publish = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.operation.type = "publish",
+            messaging.message.id = %signal.message_id,
+            signal_manager.target_node = %location.node_id,
+        );
         let node = Arc::clone(self);
         let sender = Arc::clone(sender);
         let message_id = signal.message_id;
@@ -114,7 +127,12 @@ impl Node {
             &to,
             envelope.encode(),
             Some(Box::new(move |result| {
-                node.on_published(result, &sender, message_id, &target, location)
+                // The publish span ends when the publish is answered.
+                if let Some(code) =
+                    node.on_published(result, &sender, message_id, &target, location)
+                {
+                    telemetry::record_error(&publish, code, describe(code));
+                }
             })),
         );
         self.metrics.cross_node_sent.inc();
@@ -128,9 +146,9 @@ impl Node {
         message_id: Uuid,
         target: &str,
         location: Location,
-    ) {
+    ) -> Option<ErrorCode> {
         let code = match result {
-            Ok(n) if n > 0 => return,
+            Ok(n) if n > 0 => return None,
             Ok(_) => {
                 self.metrics.publish_failed("no_subscriber");
                 // The target's node is gone: drop its stale record so later
@@ -150,6 +168,7 @@ impl Node {
         };
         self.metrics.routed(true, RouteOutcome::Failed(code));
         self.answer(sender, message_id, code);
+        Some(code)
     }
 
     /// Queues an ERROR for a session (best effort: a closing session is gone).

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::Verified;
@@ -31,6 +32,7 @@ use crate::protocol::{
     MessageType, PayloadError, WireSignal,
 };
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -164,47 +166,78 @@ async fn authenticate(node: &Arc<Node>, ws: &mut Ws, shutdown: &mut Shutdown) ->
             Some(Ok(WsMessage::Binary(bytes))) => bytes,
             Some(Ok(_)) => continue,
         };
-        let received = Instant::now();
-        let request = match first_frame(node, bytes) {
-            Ok(request) => request,
-            Err(refusal) => {
-                node.metrics.error_sent(refusal.code);
-                send_and_close(ws, vec![refusal.frame], refusal.close, node).await;
-                return None;
-            }
-        };
-        let handle = match node.establish(&request.client, request.codec).await {
-            Ok(handle) => handle,
-            Err(code) => {
-                let mut r = refuse(
-                    request.codec,
-                    request.message_id,
-                    code,
-                    "cluster backend unavailable; retry",
-                );
-                r.close = CloseCode::TRY_AGAIN_LATER;
-                node.metrics.error_sent(code);
-                send_and_close(ws, vec![r.frame], r.close, node).await;
-                return None;
-            }
-        };
-        let session = Session::new(node, request, handle);
-        // CONNECT_ACK goes straight to the socket, ahead of anything queued.
-        let ack = session.connect_ack(session.connect_id);
-        node.metrics.frame_sent(MessageType::ConnectAck.as_u8());
-        if ws.send(WsMessage::Binary(ack)).await.is_err() {
-            session
-                .node
-                .end_session(&session.client, &session.handle)
-                .await;
+        let span = tracing::info_span!(
+            "CONNECT",
+            otel.kind = "server",
+            signal_manager.node_id = %node.id,
+            signal_manager.client_id = tracing::field::Empty,
+            signal_manager.codec = tracing::field::Empty,
+            signal_manager.auth_result = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::record_ids(&span);
+        return connect(node, ws, bytes, &span)
+            .instrument(span.clone())
+            .await;
+    }
+}
+
+/// Handles the first binary frame: a valid CONNECT becomes a session (its
+/// CONNECT_ACK sent), anything else the refusal the protocol prescribes.
+async fn connect(
+    node: &Arc<Node>,
+    ws: &mut Ws,
+    bytes: Bytes,
+    span: &tracing::Span,
+) -> Option<Session> {
+    let received = Instant::now();
+    let request = match first_frame(node, bytes) {
+        Ok(request) => request,
+        Err(refusal) => {
+            span.record("signal_manager.auth_result", refusal.code.as_str());
+            telemetry::record_error(span, refusal.code, "CONNECT refused");
+            node.metrics.error_sent(refusal.code);
+            send_and_close(ws, vec![refusal.frame], refusal.close, node).await;
             return None;
         }
-        node.metrics
-            .connect_duration
-            .observe(received.elapsed().as_secs_f64());
-        tracing::debug!(client = %session.client, session = %session.handle.session_id, "session established");
-        return Some(session);
+    };
+    span.record("signal_manager.client_id", request.client.as_str());
+    span.record("signal_manager.codec", request.codec.as_str());
+    let handle = match node.establish(&request.client, request.codec).await {
+        Ok(handle) => handle,
+        Err(code) => {
+            let mut r = refuse(
+                request.codec,
+                request.message_id,
+                code,
+                "cluster backend unavailable; retry",
+            );
+            r.close = CloseCode::TRY_AGAIN_LATER;
+            span.record("signal_manager.auth_result", code.as_str());
+            telemetry::record_error(span, code, "presence could not be recorded");
+            node.metrics.error_sent(code);
+            send_and_close(ws, vec![r.frame], r.close, node).await;
+            return None;
+        }
+    };
+    let session = Session::new(node, request, handle);
+    // CONNECT_ACK goes straight to the socket, ahead of anything queued.
+    let ack = session.connect_ack(session.connect_id);
+    node.metrics.frame_sent(MessageType::ConnectAck.as_u8());
+    if ws.send(WsMessage::Binary(ack)).await.is_err() {
+        session
+            .node
+            .end_session(&session.client, &session.handle)
+            .await;
+        return None;
     }
+    node.metrics
+        .connect_duration
+        .observe(received.elapsed().as_secs_f64());
+    span.record("signal_manager.auth_result", "ok");
+    tracing::debug!(client = %session.client, session = %session.handle.session_id, "session established");
+    Some(session)
 }
 
 /// Validates the first frame: a CONNECT with a good token, else the refusal
@@ -552,6 +585,29 @@ impl Session {
     }
 
     async fn signal(&mut self, frame: &Frame) -> Option<End> {
+        let span = tracing::info_span!(
+            "route",
+            otel.name = %format_args!("{} route", frame.message_type.as_str()),
+            otel.kind = "producer",
+            messaging.operation.type = "send",
+            messaging.message.id = %frame.message_id,
+            signal_manager.message_type = frame.message_type.as_str(),
+            signal_manager.source = self.client.as_str(),
+            signal_manager.target = tracing::field::Empty,
+            signal_manager.route = tracing::field::Empty,
+            signal_manager.session_id = %self.handle.session_id,
+            signal_manager.codec = self.handle.codec.as_str(),
+            signal_manager.node_id = %self.node.id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::record_ids(&span);
+        self.route_signal(frame, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn route_signal(&mut self, frame: &Frame, span: &tracing::Span) -> Option<End> {
         let started = Instant::now();
         let id = frame.message_id;
         let wire: WireSignal = match decode_structured(frame) {
@@ -576,8 +632,11 @@ impl Session {
             target: &wire.target_client_id,
             data: &wire.signal_data,
         };
+        span.record("signal_manager.target", outgoing.target);
         if let Err(code) = self.node.route(&outgoing, &self.handle).await {
-            self.reply_error(id, code, crate::node::router::describe(code));
+            let message = crate::node::router::describe(code);
+            telemetry::record_error(span, code, message);
+            self.reply_error(id, code, message);
         }
         self.node
             .metrics

@@ -8,6 +8,7 @@ mod support;
 mod contract;
 mod faults;
 mod routing;
+mod tracing;
 
 use std::sync::Arc;
 use std::time::Duration;
