@@ -8,6 +8,7 @@
 //! in one place.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -28,6 +29,27 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use crate::config::{LogFormat, Settings};
 use crate::metrics::Metrics;
 use crate::protocol::ErrorCode;
+
+/// Whether spans are exported. Message spans are only created when they
+/// are, so a node without a collector pays nothing for them.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans.
+pub fn tracing_enabled() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `tracing::info_span!` when spans are exported, else a disabled span.
+#[macro_export]
+macro_rules! message_span {
+    ($($arg:tt)*) => {
+        if $crate::telemetry::tracing_enabled() {
+            ::tracing::info_span!($($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
 
 /// Keeps the tracer provider alive; flush it with [`Telemetry::shutdown`].
 pub struct Telemetry {
@@ -201,10 +223,12 @@ pub fn init(
                 meta.is_span() && meta.target().starts_with("signal_manager_service")
             }))
     });
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
-        .try_init();
+        .try_init()
+        .is_ok();
+    EXPORTING.store(installed && provider.is_some(), Ordering::Relaxed);
     Telemetry { provider }
 }
 

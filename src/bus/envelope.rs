@@ -16,6 +16,8 @@ pub enum Envelope {
     Undeliverable {
         /// The original sender (a client of the receiving node).
         source: String,
+        /// The signal's target (its cached location is stale).
+        target: String,
         /// The signal's message id.
         message_id: Uuid,
         /// PEER_NOT_FOUND or PEER_UNREACHABLE.
@@ -54,6 +56,52 @@ pub struct SignalEnvelope {
     pub sent_at_us: u64,
     /// W3C `traceparent` of the routing span, when traced.
     pub traceparent: Option<String>,
+    /// Set when a node that no longer held the target passed it on (at
+    /// most one such hop).
+    pub forwarded: bool,
+}
+
+/// The borrowed twin of [`Envelope::Signal`] for encoding without copying
+/// the strings: same variant name and position, same field order, so the
+/// bytes are identical (a test checks it).
+#[derive(Serialize)]
+enum EnvelopeRef<'a> {
+    Signal(SignalRef<'a>),
+}
+
+/// Borrowed fields of a [`SignalEnvelope`], in the same order.
+#[derive(Serialize)]
+pub struct SignalRef<'a> {
+    /// See [`SignalEnvelope::origin`].
+    pub origin: &'a str,
+    /// See [`SignalEnvelope::kind`].
+    pub kind: u8,
+    /// See [`SignalEnvelope::message_id`].
+    pub message_id: Uuid,
+    /// See [`SignalEnvelope::source`].
+    pub source: &'a str,
+    /// See [`SignalEnvelope::target`].
+    pub target: &'a str,
+    /// See [`SignalEnvelope::data`].
+    pub data: &'a str,
+    /// See [`SignalEnvelope::sent_at_us`].
+    pub sent_at_us: u64,
+    /// See [`SignalEnvelope::traceparent`].
+    pub traceparent: Option<&'a str>,
+    /// See [`SignalEnvelope::forwarded`].
+    pub forwarded: bool,
+}
+
+impl SignalRef<'_> {
+    /// Encodes as an [`Envelope::Signal`].
+    pub fn encode(self) -> Bytes {
+        let mut buf = Vec::with_capacity(
+            64 + self.origin.len() + self.source.len() + self.target.len() + self.data.len(),
+        );
+        // Serializing plain data into a Vec cannot fail.
+        let _ = rmp_serde::encode::write(&mut buf, &EnvelopeRef::Signal(self));
+        Bytes::from(buf)
+    }
 }
 
 /// An envelope that does not decode.
@@ -90,6 +138,7 @@ mod tests {
             data: "sdp".into(),
             sent_at_us: 42,
             traceparent: None,
+            forwarded: false,
         });
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let t = Envelope::Takeover {
@@ -97,6 +146,35 @@ mod tests {
             session: Uuid::new_v4(),
         };
         assert_eq!(Envelope::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn borrowed_signal_encoding_is_byte_identical() {
+        let owned = SignalEnvelope {
+            origin: "n1".into(),
+            kind: 0x12,
+            message_id: Uuid::new_v4(),
+            source: "alice".into(),
+            target: "bob".into(),
+            data: "candidate é".into(),
+            sent_at_us: 123_456,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            forwarded: true,
+        };
+        let borrowed = SignalRef {
+            origin: &owned.origin,
+            kind: owned.kind,
+            message_id: owned.message_id,
+            source: &owned.source,
+            target: &owned.target,
+            data: &owned.data,
+            sent_at_us: owned.sent_at_us,
+            traceparent: owned.traceparent.as_deref(),
+            forwarded: owned.forwarded,
+        };
+        let bytes = borrowed.encode();
+        assert_eq!(bytes, Envelope::Signal(owned.clone()).encode());
+        assert_eq!(Envelope::decode(&bytes).unwrap(), Envelope::Signal(owned));
     }
 
     proptest! {

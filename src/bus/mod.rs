@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use self::redis::RedisBus;
-pub use envelope::{Envelope, EnvelopeError, SignalEnvelope};
+pub use envelope::{Envelope, EnvelopeError, SignalEnvelope, SignalRef};
 pub use memory::MemoryBus;
 
 use crate::ids::NodeId;

@@ -10,6 +10,7 @@ use super::router::{describe, now_micros};
 use super::{DeliverError, Node};
 use crate::bus::{Envelope, MessageBus, SignalEnvelope};
 use crate::ids::NodeId;
+use crate::presence::PresenceRegistry;
 use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
 use crate::telemetry;
 
@@ -22,7 +23,7 @@ impl Node {
     }
 
     /// Handles one envelope from the bus.
-    pub fn on_envelope(&self, bytes: &[u8]) {
+    pub fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
         let envelope = match Envelope::decode(bytes) {
             Ok(e) => e,
             Err(error) => {
@@ -34,9 +35,11 @@ impl Node {
             Envelope::Signal(signal) => self.deliver_remote(signal),
             Envelope::Undeliverable {
                 source,
+                target,
                 message_id,
                 code,
             } => {
+                self.forget_location(&target);
                 let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::PeerUnreachable);
                 if let Some(sender) = self.hub.get(&source) {
                     let frame = encode_error(sender.codec, message_id, code, describe(code));
@@ -46,6 +49,7 @@ impl Node {
                 }
             }
             Envelope::Takeover { client, session } => {
+                self.forget_location(&client);
                 if let Some(old) = self.hub.get(&client) {
                     if old.session_id.0 != session {
                         self.hub.remove(&client, old.session_id);
@@ -57,9 +61,9 @@ impl Node {
         }
     }
 
-    fn deliver_remote(&self, signal: SignalEnvelope) {
+    fn deliver_remote(self: &Arc<Self>, signal: SignalEnvelope) {
         let kind_name = MessageType::from_u8(signal.kind).map_or("SIGNAL", MessageType::as_str);
-        let span = tracing::info_span!(
+        let span = crate::message_span!(
             "deliver",
             otel.name = %format_args!("{kind_name} deliver"),
             otel.kind = "consumer",
@@ -84,8 +88,9 @@ impl Node {
         }
     }
 
-    /// Delivers, or bounces the failure to the origin; returns the failure.
-    fn try_deliver_remote(&self, signal: SignalEnvelope) -> Option<ErrorCode> {
+    /// Delivers, forwards (the target moved), or bounces the failure to the
+    /// origin; returns the failure.
+    fn try_deliver_remote(self: &Arc<Self>, signal: SignalEnvelope) -> Option<ErrorCode> {
         self.metrics.cross_node_received.inc();
         let kind = MessageType::from_u8(signal.kind).filter(|k| k.is_signal());
         let code = match (kind, self.hub.get(&signal.target)) {
@@ -94,6 +99,11 @@ impl Node {
                     kind = signal.kind,
                     "dropping envelope with a non-signal type"
                 );
+                return None;
+            }
+            (Some(_), None) if !signal.forwarded => {
+                // The origin's cached location is stale: pass it on.
+                tokio::spawn(Arc::clone(self).forward(signal));
                 return None;
             }
             (Some(_), None) => ErrorCode::PeerNotFound,
@@ -121,13 +131,43 @@ impl Node {
                 }
             }
         };
+        self.bounce(&signal, code);
+        Some(code)
+    }
+
+    /// Tells the origin node that `signal` failed with `code`.
+    fn bounce(&self, signal: &SignalEnvelope, code: ErrorCode) {
         let bounce = Envelope::Undeliverable {
-            source: signal.source,
+            source: signal.source.clone(),
+            target: signal.target.clone(),
             message_id: signal.message_id,
             code: code.as_str().to_owned(),
         };
         self.bus
             .publish(&NodeId::new(&signal.origin), bounce.encode(), None);
-        Some(code)
+    }
+
+    /// Re-routes a signal whose target is no longer here: to the node
+    /// presence names now, or back to the origin as a failure.
+    async fn forward(self: Arc<Self>, signal: SignalEnvelope) {
+        let location = match self.presence.locate(&signal.target).await {
+            Ok(Some(location)) if location.node_id != self.id => location,
+            Ok(_) => return self.bounce(&signal, ErrorCode::PeerNotFound),
+            Err(_) => return self.bounce(&signal, ErrorCode::Unavailable),
+        };
+        let envelope = Envelope::Signal(SignalEnvelope {
+            forwarded: true,
+            ..signal.clone()
+        });
+        let node = Arc::clone(&self);
+        self.bus.publish(
+            &location.node_id,
+            envelope.encode(),
+            Some(Box::new(move |result| match result {
+                Ok(n) if n > 0 => {}
+                Ok(_) => node.bounce(&signal, ErrorCode::PeerUnreachable),
+                Err(_) => node.bounce(&signal, ErrorCode::Unavailable),
+            })),
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 mod hub;
 mod inbox;
+mod locations;
 mod outbox;
 pub mod router;
 mod upkeep;
@@ -27,6 +28,9 @@ use crate::ids::{ClientId, NodeId, SessionId};
 use crate::metrics::Metrics;
 use crate::presence::{Location, Presence, PresenceRegistry};
 use crate::protocol::{Codec, DisconnectReason, ErrorCode};
+
+/// How long a remote peer's location is reused without a presence lookup.
+const LOCATION_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// One node of the service.
 pub struct Node {
@@ -50,6 +54,8 @@ pub struct Node {
     pub connections: AtomicUsize,
     draining: AtomicBool,
     limits: OutboxLimits,
+    /// Where remote peers were last seen.
+    locations: locations::LocationCache,
 }
 
 impl Node {
@@ -78,6 +84,7 @@ impl Node {
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             limits,
+            locations: locations::LocationCache::new(LOCATION_CACHE_TTL),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use super::{DeliverError, Node, SessionHandle};
-use crate::bus::{Envelope, MessageBus, SignalEnvelope};
+use crate::bus::{MessageBus, SignalRef};
 use crate::ids::ClientId;
 use crate::metrics::RouteOutcome;
 use crate::presence::{Location, PresenceRegistry};
@@ -89,28 +89,38 @@ impl Node {
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
     ) -> Result<(), ErrorCode> {
-        let location = self
-            .presence
-            .locate(signal.target)
-            .await
-            .map_err(|_| ErrorCode::Unavailable)?
-            .ok_or(ErrorCode::PeerNotFound)?;
-        if location.node_id == self.id {
-            // Our own stale record: the session ended a moment ago.
-            return Err(ErrorCode::PeerNotFound);
-        }
-        let envelope = Envelope::Signal(SignalEnvelope {
-            origin: self.id.as_str().to_owned(),
+        let location = match self.locations.get(signal.target) {
+            Some(location) => location,
+            None => {
+                let location = self
+                    .presence
+                    .locate(signal.target)
+                    .await
+                    .map_err(|_| ErrorCode::Unavailable)?
+                    .ok_or(ErrorCode::PeerNotFound)?;
+                if location.node_id == self.id {
+                    // Our own stale record: the session ended a moment ago.
+                    return Err(ErrorCode::PeerNotFound);
+                }
+                self.locations.insert(signal.target, location.clone());
+                location
+            }
+        };
+        // The routing span is the delivery span's parent on the target node.
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
+        let envelope = SignalRef {
+            origin: self.id.as_str(),
             kind: signal.kind.as_u8(),
             message_id: signal.message_id,
-            source: signal.source.as_str().to_owned(),
-            target: signal.target.to_owned(),
-            data: signal.data.to_owned(),
+            source: signal.source.as_str(),
+            target: signal.target,
+            data: signal.data,
             sent_at_us: now_micros(),
-            // The routing span is the delivery span's parent on the target node.
-            traceparent: telemetry::traceparent(&tracing::Span::current()),
-        });
-        let publish = tracing::info_span!(
+            traceparent: traceparent.as_deref(),
+            forwarded: false,
+        }
+        .encode();
+        let publish = crate::message_span!(
             "publish",
             otel.kind = "producer",
             messaging.system = "redis",
@@ -125,7 +135,7 @@ impl Node {
         let to = location.node_id.clone();
         self.bus.publish(
             &to,
-            envelope.encode(),
+            envelope,
             Some(Box::new(move |result| {
                 // The publish span ends when the publish is answered.
                 if let Some(code) =
@@ -151,6 +161,7 @@ impl Node {
             Ok(n) if n > 0 => return None,
             Ok(_) => {
                 self.metrics.publish_failed("no_subscriber");
+                self.locations.evict(target);
                 // The target's node is gone: drop its stale record so later
                 // signals get PEER_NOT_FOUND without a publish.
                 if let Some(client) = ClientId::new(target) {
@@ -163,12 +174,18 @@ impl Node {
             }
             Err(_) => {
                 self.metrics.publish_failed("unavailable");
+                self.locations.evict(target);
                 ErrorCode::Unavailable
             }
         };
         self.metrics.routed(true, RouteOutcome::Failed(code));
         self.answer(sender, message_id, code);
         Some(code)
+    }
+
+    /// Forgets a remote peer's cached location.
+    pub(crate) fn forget_location(&self, client: &str) {
+        self.locations.evict(client);
     }
 
     /// Queues an ERROR for a session (best effort: a closing session is gone).

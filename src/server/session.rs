@@ -166,7 +166,7 @@ async fn authenticate(node: &Arc<Node>, ws: &mut Ws, shutdown: &mut Shutdown) ->
             Some(Ok(WsMessage::Binary(bytes))) => bytes,
             Some(Ok(_)) => continue,
         };
-        let span = tracing::info_span!(
+        let span = crate::message_span!(
             "CONNECT",
             otel.kind = "server",
             signal_manager.node_id = %node.id,
@@ -585,7 +585,7 @@ impl Session {
     }
 
     async fn signal(&mut self, frame: &Frame) -> Option<End> {
-        let span = tracing::info_span!(
+        let span = crate::message_span!(
             "route",
             otel.name = %format_args!("{} route", frame.message_type.as_str()),
             otel.kind = "producer",
@@ -613,15 +613,20 @@ impl Session {
         let wire: WireSignal = match decode_structured(frame) {
             Ok(w) => w,
             Err(PayloadError::NotStructured) => {
+                telemetry::record_error(span, ErrorCode::UnsupportedPayloadType, "not structured");
                 return self.invalid(
                     id,
                     ErrorCode::UnsupportedPayloadType,
                     "signals need a JSON, CBOR or protobuf payload",
-                )
+                );
             }
-            Err(e) => return self.invalid(id, ErrorCode::BadPayload, &e.to_string()),
+            Err(e) => {
+                telemetry::record_error(span, ErrorCode::BadPayload, "payload does not decode");
+                return self.invalid(id, ErrorCode::BadPayload, &e.to_string());
+            }
         };
         if !crate::protocol::is_valid_client_id(&wire.target_client_id) {
+            telemetry::record_error(span, ErrorCode::BadPayload, "invalid target_client_id");
             return self.invalid(id, ErrorCode::BadPayload, "invalid target_client_id");
         }
         self.invalid_streak = 0;

@@ -150,3 +150,52 @@ async fn unknown_peers_are_not_found_cluster_wide() {
         m.message_id,
     );
 }
+
+#[tokio::test]
+async fn a_stale_cached_location_is_forwarded_or_answered() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("stale");
+    let a = start_node(&redis, &prefix, "node-a").await;
+    let b = start_node(&redis, &prefix, "node-b").await;
+    let c = start_node(&redis, &prefix, "node-c").await;
+    let mut alice = a.login(ALICE.0, ALICE.1, Codec::Json).await;
+    let mut bob_on_b = b.login(BOB.0, BOB.1, Codec::Json).await;
+    // node-a learns (and caches) that bob is on node-b.
+    let first = signal(MessageType::SignalOffer, BOB.0, "1");
+    alice.send(&first, Codec::Json).await.unwrap();
+    assert_eq!(
+        recv_message(&mut bob_on_b).await.message_id,
+        first.message_id
+    );
+
+    // bob moves to node-c; only node-b is told, node-a's cache is stale.
+    let mut bob_on_c = c.login(BOB.0, BOB.1, Codec::Protobuf).await;
+    assert_disconnect(&recv_message(&mut bob_on_b).await, "REPLACED");
+    let second = signal(MessageType::SignalAnswer, BOB.0, "2");
+    alice.send(&second, Codec::Json).await.unwrap();
+    let got = recv_message(&mut bob_on_c).await;
+    assert_eq!(
+        got.message_id, second.message_id,
+        "forwarded by the node bob left"
+    );
+    assert_eq!(got.source_client_id.as_deref(), Some(ALICE.0));
+
+    // bob leaves for good: the answer is PEER_NOT_FOUND with the signal's id.
+    bob_on_c
+        .send(
+            &Message::new(MessageType::Disconnect, Payload::empty()),
+            Codec::Json,
+        )
+        .await
+        .unwrap();
+    assert_eq!(recv_close(&mut bob_on_c).await, Some(1000));
+    for _ in 0..2 {
+        let third = signal(MessageType::SignalIceCandidate, BOB.0, "3");
+        alice.send(&third, Codec::Json).await.unwrap();
+        assert_error(
+            &recv_message(&mut alice).await,
+            "PEER_NOT_FOUND",
+            third.message_id,
+        );
+    }
+}
