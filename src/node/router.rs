@@ -49,19 +49,64 @@ impl Node {
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
     ) -> Result<(), ErrorCode> {
+        match self.route_now(signal, sender) {
+            Some(result) => result,
+            None => self.route_after_lookup(signal, sender).await,
+        }
+    }
+
+    /// Routes without waiting when it can: a local target, or a remote one
+    /// whose location is cached. `None`: a presence lookup is needed
+    /// ([`Node::route_after_lookup`]). Splitting the two keeps the session
+    /// task's future small; only the rare lookup is awaited.
+    pub fn route_now(
+        self: &Arc<Self>,
+        signal: &Outgoing<'_>,
+        sender: &Arc<SessionHandle>,
+    ) -> Option<Result<(), ErrorCode>> {
         let span = tracing::Span::current();
         if let Some(target) = self.hub.get(signal.target) {
             span.record("signal_manager.route", "local");
             let outcome = self.deliver_local(signal, &target);
             self.metrics
                 .routed(false, outcome_of(&outcome, RouteOutcome::LocalDelivered));
-            return outcome;
+            return Some(outcome);
         }
+        let location = self.locations.get(signal.target)?;
         span.record("signal_manager.route", "remote");
-        let result = self.route_remote(signal, sender).await;
+        self.publish_signal(signal, sender, location);
+        self.metrics.routed(true, RouteOutcome::RemotePublished);
+        Some(Ok(()))
+    }
+
+    /// Looks the target up in presence, then publishes to its node.
+    pub async fn route_after_lookup(
+        self: &Arc<Self>,
+        signal: &Outgoing<'_>,
+        sender: &Arc<SessionHandle>,
+    ) -> Result<(), ErrorCode> {
+        tracing::Span::current().record("signal_manager.route", "remote");
+        let result = self.lookup(signal.target).await.map(|location| {
+            self.locations.insert(signal.target, location.clone());
+            self.publish_signal(signal, sender, location);
+        });
         self.metrics
             .routed(true, outcome_of(&result, RouteOutcome::RemotePublished));
         result
+    }
+
+    async fn lookup(&self, target: &str) -> Result<Location, ErrorCode> {
+        let location = self
+            .presence
+            .locate(target)
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?
+            .ok_or(ErrorCode::PeerNotFound)?;
+        if location.node_id == self.id {
+            // Our own stale record: the session ended a moment ago.
+            return Err(ErrorCode::PeerNotFound);
+        }
+        Ok(location)
     }
 
     fn deliver_local(
@@ -84,28 +129,12 @@ impl Node {
         })
     }
 
-    async fn route_remote(
+    fn publish_signal(
         self: &Arc<Self>,
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
-    ) -> Result<(), ErrorCode> {
-        let location = match self.locations.get(signal.target) {
-            Some(location) => location,
-            None => {
-                let location = self
-                    .presence
-                    .locate(signal.target)
-                    .await
-                    .map_err(|_| ErrorCode::Unavailable)?
-                    .ok_or(ErrorCode::PeerNotFound)?;
-                if location.node_id == self.id {
-                    // Our own stale record: the session ended a moment ago.
-                    return Err(ErrorCode::PeerNotFound);
-                }
-                self.locations.insert(signal.target, location.clone());
-                location
-            }
-        };
+        location: Location,
+    ) {
         // The routing span is the delivery span's parent on the target node.
         let traceparent = telemetry::traceparent(&tracing::Span::current());
         let envelope = SignalRef {
@@ -146,7 +175,6 @@ impl Node {
             })),
         );
         self.metrics.cross_node_sent.inc();
-        Ok(())
     }
 
     fn on_published(

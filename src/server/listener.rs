@@ -54,16 +54,21 @@ pub async fn serve_websockets(listener: TcpListener, node: Arc<Node>, mut shutdo
         node.metrics.connections.inc();
         let busy = open > node.settings.server.max_connections;
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let connection = async move {
             let guard = ConnectionGuard(Arc::clone(&node));
             if busy {
-                reject_busy(&node, stream).await;
-            } else if let Some(ws) = handshake(&node, stream).await {
+                Box::pin(reject_busy(&node, stream)).await;
+            } else if let Some(ws) = Box::pin(handshake(&node, stream)).await {
                 tracing::debug!(%peer, "websocket opened");
                 session::run(&node, ws, shutdown).await;
             }
             drop(guard);
-        });
+        };
+        tracing::trace!(
+            bytes = std::mem::size_of_val(&connection),
+            "connection task"
+        );
+        tokio::spawn(connection);
     }
 }
 

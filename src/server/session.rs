@@ -51,11 +51,13 @@ enum End {
 
 /// Serves one WebSocket from upgrade to close.
 pub(super) async fn run(node: &Arc<Node>, mut ws: Ws, mut shutdown: Shutdown) {
-    let Some(mut session) = authenticate(node, &mut ws, &mut shutdown).await else {
+    // The one-off phases are boxed: a task's future is as large as its
+    // largest state, and only the session loop should stay resident.
+    let Some(mut session) = Box::pin(authenticate(node, &mut ws, &mut shutdown)).await else {
         return;
     };
     let end = session.serve(&mut ws, &mut shutdown).await;
-    session.finish(&mut ws, end).await;
+    Box::pin(session.finish(&mut ws, end)).await;
 }
 
 /// Reads until the peer's close (or the socket ends), within a grace period.
@@ -638,7 +640,13 @@ impl Session {
             data: &wire.signal_data,
         };
         span.record("signal_manager.target", outgoing.target);
-        if let Err(code) = self.node.route(&outgoing, &self.handle).await {
+        // Local and cached routes complete without waiting; only a presence
+        // lookup is awaited, boxed so the session's future stays small.
+        let routed = match self.node.route_now(&outgoing, &self.handle) {
+            Some(result) => result,
+            None => Box::pin(self.node.route_after_lookup(&outgoing, &self.handle)).await,
+        };
+        if let Err(code) = routed {
             let message = crate::node::router::describe(code);
             telemetry::record_error(span, code, message);
             self.reply_error(id, code, message);
