@@ -25,7 +25,7 @@ use crate::shutdown::Shutdown;
 /// protocol's largest frame as the message limit.
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(MAX_FRAME_LEN))
