@@ -13,6 +13,7 @@
 //! - [`metrics`], [`telemetry`]: Prometheus metrics, logging and tracing.
 //! - [`app`]: the composition root: builds a node from settings and runs it
 //!   until shutdown.
+//! - [`loadgen`]: the load generator behind the `loadgen` subcommand.
 
 pub mod app;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod ids;
+pub mod loadgen;
 pub mod metrics;
 pub mod node;
 pub mod presence;

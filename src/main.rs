@@ -66,6 +66,9 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Drive running nodes with a load scenario and print one JSON result
+    /// line (see BENCHMARKS.md).
+    Loadgen(Box<signal_manager_service::loadgen::Args>),
 }
 
 impl Cli {
@@ -94,6 +97,9 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Loadgen(args)) = &cli.command {
+        return signal_manager_service::loadgen::main(args);
+    }
     let loaded = match config::load(&Sources::from_process(cli.config.clone(), cli.flags())) {
         Ok(loaded) => loaded,
         Err(error) => {

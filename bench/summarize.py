@@ -1,0 +1,143 @@
+"""Turns the loadgen's JSON lines into the results table (medians of runs).
+
+usage: python3 bench/summarize.py RAW.jsonl OUT.md RUNS
+"""
+
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+
+def get(doc, path):
+    for key in path.split("."):
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def median(runs, path):
+    values = [get(r, path) for r in runs]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def total(runs, path):
+    values = [get(r, path) for r in runs]
+    return sum(v for v in values if isinstance(v, (int, float)))
+
+
+def fmt(value, unit="", digits=0):
+    if value is None:
+        return "n/a"
+    if digits == 0:
+        return f"{value:,.0f}{unit}"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def verdict(value, target, higher_is_better):
+    if value is None or target is None:
+        return ""
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "**missed**"
+
+
+def main():
+    raw, out, runs_wanted = sys.argv[1], sys.argv[2], sys.argv[3]
+    by_label = defaultdict(list)
+    with open(raw, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                doc = json.loads(line)
+                by_label[doc.get("label") or doc.get("scenario")].append(doc)
+
+    rows = []
+
+    def row(label, what, path, unit="", digits=0, target=None, higher=True, scale=1.0):
+        runs = by_label.get(label)
+        if not runs:
+            return
+        m = median(runs, path)
+        if m is not None:
+            m = m * scale
+        target_text = ""
+        if target is not None:
+            target_text = ("≥ " if higher else "≤ ") + fmt(target, unit, digits)
+        rows.append(
+            (label, what, fmt(m, unit, digits), target_text, verdict(m, target, higher), len(runs))
+        )
+
+    def integrity(label):
+        runs = by_label.get(label)
+        if not runs:
+            return
+        bad = sum(total(runs, k) for k in ("lost", "duplicates", "reordered", "errors"))
+        passed = sum(1 for r in runs if r.get("pass"))
+        rows.append(
+            (
+                label,
+                "lost + duplicated + reordered + errors (all runs)",
+                f"{bad:.0f}",
+                "= 0",
+                "met" if bad == 0 and passed == len(runs) else "**missed**",
+                len(runs),
+            )
+        )
+
+    row("relay_sat_200", "delivered signals/s, 200 B, saturation", "delivered_per_s", target=60000)
+    row("relay_sat_200", "server CPU µs per signal (2 nodes + Redis)", "cpu_us_per_signal", " µs", 1, 15, False)
+    row("relay_sat_200", "one-way p99 at saturation", "latency.p99_us", " ms", 2, None, scale=1e-3)
+    integrity("relay_sat_200")
+    row("relay_sat_2000", "delivered signals/s, 2,000 B, saturation", "delivered_per_s")
+    row("relay_sat_2000", "server CPU µs per signal", "cpu_us_per_signal", " µs", 1)
+    integrity("relay_sat_2000")
+    row("relay_5k", "delivered signals/s at 5,000/s offered", "delivered_per_s")
+    row("relay_5k", "one-way p50 at 5,000/s", "latency.p50_us", " ms", 3, None, scale=1e-3)
+    row("relay_5k", "one-way p99 at 5,000/s", "latency.p99_us", " ms", 3, 2.0, False, scale=1e-3)
+    row("relay_5k", "one-way p99.9 at 5,000/s", "latency.p999_us", " ms", 3, 5.0, False, scale=1e-3)
+    row("relay_5k", "one-way max at 5,000/s", "latency.max_us", " ms", 3, None, scale=1e-3)
+    row("relay_5k", "server CPU µs per signal at 5,000/s", "cpu_us_per_signal", " µs", 1, 30, False)
+    integrity("relay_5k")
+    row("relay_1k", "one-way p99 at 1,000/s", "latency.p99_us", " ms", 3, None, scale=1e-3)
+    row("relay_1k", "server CPU µs per signal at 1,000/s", "cpu_us_per_signal", " µs", 1)
+    integrity("relay_1k")
+    row("connect", "connections/s per node (JWT + presence write)", "connections_per_s_per_node", target=5000)
+    row("connect", "CONNECT → ACK p50", "connect_ack_latency.p50_us", " ms", 2, None, scale=1e-3)
+    row("connect", "CONNECT → ACK p99", "connect_ack_latency.p99_us", " ms", 2, None, scale=1e-3)
+    row("connect", "server CPU µs per connection", "cpu_us_per_connection", " µs", 0)
+    row("idle", "node RSS per idle authenticated connection (19,000 on one node)", "bytes_per_connection_max", " KiB", 2, 8.0, False, scale=1 / 1024)
+    row("idle", "connections held", "held", target=19000)
+    row("storm", "19,000 clients all reconnected after", "all_reconnected_s", " s", 2, 10.0, False)
+    row("storm", "per-client reconnect p99", "reconnect_time.p99_us", " s", 2, None, scale=1e-6)
+    row("storm", "clients reconnected", "reconnected", target=19000)
+    for n in (2, 4, 8):
+        label = f"scale_{n}"
+        row(label, f"{n} nodes: Redis deliveries per signal", "cluster.redis_deliveries_per_signal", "", 3, 1.0, False)
+        row(label, f"{n} nodes: Redis PUBLISH per signal", "cluster.redis_publish_per_signal", "", 3)
+        row(label, f"{n} nodes: Redis commands per signal", "cluster.redis_commands_per_signal", "", 3)
+        row(label, f"{n} nodes: subscribers per node channel (max)", "pubsub.subscribers_per_channel_max", "", 0)
+        row(label, f"{n} nodes: server CPU µs per signal at 5,000/s", "cpu_us_per_signal", " µs", 1)
+        row(label, f"{n} nodes: one-way p99 at 5,000/s", "latency.p99_us", " ms", 3, None, scale=1e-3)
+        integrity(label)
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Medians of {runs_wanted} runs per row (`runs` says how many were recorded). "
+        f"Machine: {os.cpu_count()} cores; load generator, nodes and Redis share it. "
+        "Produced by `bench/run.sh`; raw JSON lines in `latest.jsonl`.",
+        "",
+        "| scenario | metric | median | target | verdict | runs |",
+        "|---|---|---:|---|---|---:|",
+    ]
+    for label, what, value, target, ok, n in rows:
+        lines.append(f"| {label} | {what} | {value} | {target} | {ok} | {n} |")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,621 @@
+//! The relay scenario: `pairs` sender → receiver pairs whose two ends sit on
+//! different nodes, at a fixed offered rate (latency) or at saturation
+//! (a window of signals in flight per pair; throughput).
+//!
+//! Every signal carries its pair's sequence number and its send time (µs
+//! since the epoch) at the start of `signal_data`, padded to `--size`
+//! bytes; its message id encodes the same sequence number. The receiver
+//! checks source, id and order, so loss, duplicates and reordering are
+//! counted exactly; any of them fails the run.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args as ClapArgs, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::cluster_stats::{pubsub_topology, ClusterSnapshot};
+use super::fleet::{self, error_kind, ErrorCounts, Fleet};
+use super::proc_stats::CpuSnapshot;
+use super::report::{histogram, percentile_line, percentiles, Progress, Report};
+use super::Common;
+use crate::client::{ClientError, Connection, Incoming};
+use crate::protocol::{encode_frame, Message, MessageType, Payload, WireSignal};
+
+/// `loadgen relay` flags.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct RelayArgs {
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: Common,
+    /// Sender → receiver pairs.
+    #[arg(long, default_value_t = 32)]
+    pub pairs: usize,
+    /// Bytes of `signal_data` per signal (200 ≈ an ICE candidate, 2000 ≈ an
+    /// SDP offer).
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Offered rate in signals/s over all pairs; 0 runs at saturation.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Signals in flight per pair at saturation.
+    #[arg(long, default_value_t = 64)]
+    pub window: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of load before the measured window.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Seconds to wait for signals still in flight once sending stops.
+    #[arg(long, default_value_t = 5)]
+    pub drain: u64,
+    /// Senders all on the first node and receivers all on the second,
+    /// instead of round robin (pair p: sender on node p, receiver on p + 1).
+    #[arg(long)]
+    pub one_way: bool,
+    /// The signal type sent.
+    #[arg(long, value_enum, default_value_t = KindArg::Ice)]
+    pub kind: KindArg,
+}
+
+/// `--kind` values.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindArg {
+    /// SIGNAL_OFFER.
+    Offer,
+    /// SIGNAL_ANSWER.
+    Answer,
+    /// SIGNAL_ICE_CANDIDATE.
+    Ice,
+}
+
+impl From<KindArg> for MessageType {
+    fn from(k: KindArg) -> MessageType {
+        match k {
+            KindArg::Offer => MessageType::SignalOffer,
+            KindArg::Answer => MessageType::SignalAnswer,
+            KindArg::Ice => MessageType::SignalIceCandidate,
+        }
+    }
+}
+
+/// What one pair's two tasks share.
+#[derive(Default)]
+struct PairState {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    /// Wakes the sender when a window slot frees up.
+    freed: Notify,
+}
+
+/// The measured window, in µs since the epoch (end is `u64::MAX` while open).
+struct Window {
+    start_us: AtomicU64,
+    end_us: AtomicU64,
+}
+
+impl Window {
+    fn contains(&self, t: u64) -> bool {
+        t >= self.start_us.load(Ordering::Relaxed) && t < self.end_us.load(Ordering::Relaxed)
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+struct SenderDone {
+    errors: ErrorCounts,
+    broken: Option<String>,
+}
+
+struct ReceiverDone {
+    latency: Histogram<u64>,
+    unique: u64,
+    duplicates: u64,
+    reordered: u64,
+    malformed: u64,
+    broken: Option<String>,
+}
+
+/// Runs the relay scenario.
+pub async fn run(args: RelayArgs) -> Result<Report, String> {
+    let pairs = args.pairs.max(1);
+    let fleet = Arc::new(Fleet::new(&args.common, pairs * 2)?);
+    let nodes = fleet.nodes();
+    if args.one_way && nodes < 2 {
+        return Err("--one-way needs two --url".into());
+    }
+    let placement = |p: usize| {
+        if args.one_way {
+            (0, 1)
+        } else {
+            (p % nodes, (p + 1) % nodes)
+        }
+    };
+    let run_tag = u64::from(std::process::id()) << 32;
+    let states: Arc<Vec<Arc<PairState>>> =
+        Arc::new((0..pairs).map(|_| Arc::new(PairState::default())).collect());
+    let window = Arc::new(Window {
+        start_us: AtomicU64::new(u64::MAX),
+        end_us: AtomicU64::new(u64::MAX),
+    });
+    eprintln!(
+        "[relay] opening {pairs} pairs over {nodes} node(s), {} bytes, {}",
+        args.size,
+        if args.rate > 0 {
+            format!("{} signals/s offered", args.rate)
+        } else {
+            format!("saturation with {} in flight per pair", args.window)
+        }
+    );
+
+    // Receivers first, so every target is routable before anything is sent.
+    let mut receivers = Vec::with_capacity(pairs);
+    let mut senders = Vec::with_capacity(pairs);
+    for p in 0..pairs {
+        let (_, node) = placement(p);
+        let token = fleet.token(2 * p + 1)?;
+        receivers.push(open(&fleet, 2 * p + 1, node, token));
+    }
+    let receivers = futures_util::future::try_join_all(receivers).await?;
+    for p in 0..pairs {
+        let (node, _) = placement(p);
+        let token = fleet.token(2 * p)?;
+        senders.push(open(&fleet, 2 * p, node, token));
+    }
+    let senders = futures_util::future::try_join_all(senders).await?;
+
+    let (stop_send_tx, stop_send) = watch::channel(false);
+    let (stop_recv_tx, stop_recv) = watch::channel(false);
+    let mut receiver_tasks = Vec::new();
+    for (p, (conn, heartbeat)) in receivers.into_iter().enumerate() {
+        receiver_tasks.push(tokio::spawn(receive(
+            conn,
+            heartbeat,
+            fleet.client_id(2 * p),
+            run_tag ^ p as u64,
+            Arc::clone(&states[p]),
+            Arc::clone(&window),
+            stop_recv.clone(),
+        )));
+    }
+    let started = Instant::now();
+    let mut sender_tasks = Vec::new();
+    for (p, (conn, _)) in senders.into_iter().enumerate() {
+        let plan = SendPlan {
+            kind: args.kind.into(),
+            target: fleet.client_id(2 * p + 1),
+            id_tag: run_tag ^ p as u64,
+            size: args.size,
+            codec: fleet.codec,
+            window: args.window.max(1),
+            // Stagger the pairs over one period so sends are spread evenly.
+            pace: (args.rate > 0).then(|| {
+                let period = Duration::from_secs_f64(pairs as f64 / args.rate as f64);
+                (period, started + period.mul_f64(p as f64 / pairs as f64))
+            }),
+        };
+        sender_tasks.push(tokio::spawn(send(
+            conn,
+            plan,
+            Arc::clone(&states[p]),
+            stop_send.clone(),
+        )));
+    }
+
+    let sum = {
+        let states = Arc::clone(&states);
+        move |f: fn(&PairState) -> u64| states.iter().map(|s| f(s)).sum::<u64>()
+    };
+    let sent = |s: &PairState| s.sent.load(Ordering::Relaxed);
+    let delivered = |s: &PairState| s.delivered.load(Ordering::Relaxed);
+    let errored = |s: &PairState| s.errors.load(Ordering::Relaxed);
+    let progress = {
+        let sum = sum.clone();
+        let last = Arc::new(AtomicU64::new(0));
+        Progress::start(
+            "relay",
+            Arc::new(move || {
+                let d = sum(delivered);
+                let rate = d - last.swap(d, Ordering::Relaxed);
+                format!(
+                    "sent {} delivered {} errors {} ({rate}/s)",
+                    sum(sent),
+                    d,
+                    sum(errored)
+                )
+            }),
+        )
+    };
+
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let cpu_start = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+    let cluster_start = ClusterSnapshot::take(&args.common).await;
+    let delivered_start = sum(delivered);
+    let sent_start = sum(sent);
+    window.start_us.store(now_us(), Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    window.end_us.store(now_us(), Ordering::Relaxed);
+    let cpu_end = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+    let delivered_end = sum(delivered);
+    let sent_end = sum(sent);
+    let cluster_end = ClusterSnapshot::take(&args.common).await;
+    let topology = pubsub_topology(&args.common).await;
+
+    let _ = stop_send_tx.send(true);
+    let mut errors = ErrorCounts::new();
+    let mut broken = Vec::new();
+    for task in sender_tasks {
+        if let Ok(done) = task.await {
+            fleet::merge(&mut errors, done.errors);
+            broken.extend(done.broken);
+        }
+    }
+    let drain_deadline = Instant::now() + Duration::from_secs(args.drain);
+    while sum(delivered) + sum(errored) < sum(sent) && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_recv_tx.send(true);
+    drop(progress);
+
+    let mut latency = histogram();
+    let (mut unique, mut duplicates, mut reordered, mut malformed) = (0, 0, 0, 0);
+    for task in receiver_tasks {
+        if let Ok(done) = task.await {
+            let _ = latency.add(&done.latency);
+            unique += done.unique;
+            duplicates += done.duplicates;
+            reordered += done.reordered;
+            malformed += done.malformed;
+            broken.extend(done.broken);
+        }
+    }
+    let total_sent = sum(sent);
+    let total_errors = sum(errored);
+    let lost = total_sent.saturating_sub(unique + total_errors);
+
+    let usage = cpu_start.until(&cpu_end);
+    let in_window = delivered_end - delivered_start;
+    let throughput = in_window as f64 / usage.wall_seconds.max(1e-9);
+    let offered = (sent_end - sent_start) as f64 / usage.wall_seconds.max(1e-9);
+    let frame_bytes = sample_frame(&args, &fleet).len();
+
+    let mut report = Report::new("relay", &args.common);
+    report
+        .set("mode", if args.rate > 0 { "rate" } else { "saturation" })
+        .set("pairs", pairs)
+        .set("cross_node", nodes > 1)
+        .set("size", args.size)
+        .set("frame_bytes", frame_bytes)
+        .set("offered_rate", args.rate)
+        .set("window", args.window)
+        .set("duration_s", args.duration)
+        .set("sent_per_s", offered.round())
+        .set("delivered_per_s", throughput.round())
+        .set("sent", total_sent)
+        .set("delivered", unique)
+        .set("errors", total_errors)
+        .set("error_codes", json!(errors))
+        .set("lost", lost)
+        .set("duplicates", duplicates)
+        .set("reordered", reordered)
+        .set("malformed", malformed)
+        .set("broken_connections", json!(broken))
+        .set("latency", percentiles(&latency))
+        .set("cluster", cluster_start.per_signal(&cluster_end, in_window))
+        .set("pubsub", topology)
+        .cpu(&usage, in_window, "signal");
+    report
+        .line(format!(
+            "{pairs} pairs, {} B signal_data ({frame_bytes} B frames): offered {offered:.0}/s, delivered {throughput:.0}/s in the {:.1} s window",
+            args.size, usage.wall_seconds
+        ))
+        .line(format!("one-way latency: {}", percentile_line(&latency)))
+        .line(format!(
+            "sent {total_sent}, delivered {unique}, errors {total_errors} {errors:?}, lost {lost}, duplicates {duplicates}, reordered {reordered}"
+        ));
+    if lost > 0 {
+        report.fail(format!("{lost} signals lost"));
+    }
+    if duplicates > 0 {
+        report.fail(format!("{duplicates} duplicated signals"));
+    }
+    if reordered > 0 {
+        report.fail(format!("{reordered} reordered signals"));
+    }
+    if total_errors > 0 {
+        report.fail(format!("{total_errors} signals answered with ERROR"));
+    }
+    if malformed > 0 {
+        report.fail(format!(
+            "{malformed} signals with a wrong source, id or body"
+        ));
+    }
+    if !broken.is_empty() {
+        report.fail(format!("{} connections broke", broken.len()));
+    }
+    Ok(report)
+}
+
+/// Opens client `i` on `node`; returns the connection and its heartbeat interval.
+async fn open(
+    fleet: &Fleet,
+    i: usize,
+    node: usize,
+    token: String,
+) -> Result<(Connection, Duration), String> {
+    let (conn, ack, _) = fleet
+        .open(i, node, &token)
+        .await
+        .map_err(|e| format!("client {i} on {}: {e}", fleet.url(node)))?;
+    Ok((conn, fleet::heartbeat_interval(&ack)))
+}
+
+struct SendPlan {
+    kind: MessageType,
+    target: String,
+    id_tag: u64,
+    size: usize,
+    codec: crate::protocol::Codec,
+    window: u64,
+    /// Fixed rate: (period per signal, first send); `None` = saturation.
+    pace: Option<(Duration, Instant)>,
+}
+
+impl SendPlan {
+    /// The frame for sequence number `seq`, stamped now.
+    fn frame(&self, seq: u64, data: &mut String) -> Result<bytes::Bytes, ClientError> {
+        data.clear();
+        let _ = write!(data, "{seq} {} ", now_us());
+        while data.len() < self.size {
+            data.push('x');
+        }
+        let wire = WireSignal {
+            target_client_id: self.target.clone(),
+            source_client_id: String::new(),
+            signal_data: data.clone(),
+        };
+        let id = Uuid::from_u64_pair(self.id_tag, seq);
+        Ok(encode_frame(self.kind, id, self.codec, &wire)?)
+    }
+}
+
+fn sample_frame(args: &RelayArgs, fleet: &Fleet) -> bytes::Bytes {
+    let plan = SendPlan {
+        kind: args.kind.into(),
+        target: fleet.client_id(1),
+        id_tag: 0,
+        size: args.size,
+        codec: fleet.codec,
+        window: 1,
+        pace: None,
+    };
+    plan.frame(0, &mut String::new()).unwrap_or_default()
+}
+
+/// The sender of one pair: paced or windowed sends, and the ERRORs that
+/// answer them.
+async fn send(
+    mut conn: Connection,
+    plan: SendPlan,
+    state: Arc<PairState>,
+    mut stop: watch::Receiver<bool>,
+) -> SenderDone {
+    let mut done = SenderDone {
+        errors: ErrorCounts::new(),
+        broken: None,
+    };
+    let mut seq = 0u64;
+    let mut data = String::with_capacity(plan.size + 32);
+    let mut next_at = plan.pace.map(|(_, first)| first);
+    let result: Result<(), ClientError> = async {
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let due = match (plan.pace, next_at) {
+                (Some((period, _)), Some(at)) => {
+                    // Everything due by now, catching up after a late wake.
+                    let now = Instant::now();
+                    let mut n = 0;
+                    let mut t = at;
+                    while t <= now && n < 1024 {
+                        n += 1;
+                        t += period;
+                    }
+                    next_at = Some(t);
+                    n
+                }
+                _ => {
+                    let open = seq
+                        - state.delivered.load(Ordering::Acquire)
+                        - state.errors.load(Ordering::Acquire);
+                    plan.window.saturating_sub(open)
+                }
+            };
+            if due > 0 {
+                for _ in 0..due {
+                    conn.feed_bytes(plan.frame(seq, &mut data)?).await?;
+                    seq += 1;
+                }
+                state.sent.store(seq, Ordering::Release);
+                conn.flush().await?;
+                if plan.pace.is_none() {
+                    continue;
+                }
+            }
+            let wake = next_at.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+            // Cancel-safe: `notified` and the sleep are re-created each turn,
+            // reading keeps partial frames in the stream.
+            tokio::select! {
+                _ = state.freed.notified(), if plan.pace.is_none() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+                incoming = conn.recv() => match incoming? {
+                    Incoming::Message(Message { payload: Payload::Error(e), .. }) => {
+                        state.errors.fetch_add(1, Ordering::AcqRel);
+                        fleet::count(&mut done.errors, e.code);
+                    }
+                    Incoming::Message(_) | Incoming::Invalid(_) => {}
+                    Incoming::Closed(code, _) => return Err(ClientError::Closed(code)),
+                },
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    .await;
+    state.sent.store(seq, Ordering::Release);
+    if let Err(e) = result {
+        done.broken = Some(format!("sender: {}", error_kind(&e)));
+    }
+    // Keep reading ERRORs for signals still in flight until the run ends.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Incoming::Message(m)) = conn.recv().await {
+            if let Payload::Error(e) = m.payload {
+                state.errors.fetch_add(1, Ordering::AcqRel);
+                fleet::count(&mut done.errors, e.code);
+            }
+        }
+    })
+    .await;
+    done
+}
+
+/// The receiver of one pair: checks every signal and records its latency.
+async fn receive(
+    mut conn: Connection,
+    heartbeat: Duration,
+    source: String,
+    id_tag: u64,
+    state: Arc<PairState>,
+    window: Arc<Window>,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverDone {
+    let mut done = ReceiverDone {
+        latency: histogram(),
+        unique: 0,
+        duplicates: 0,
+        reordered: 0,
+        malformed: 0,
+        broken: None,
+    };
+    let mut next = 0u64;
+    let mut missing = BTreeSet::new();
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Cancel-safe: see `send`.
+        tokio::select! {
+            incoming = conn.recv() => {
+                let message = match incoming {
+                    Ok(Incoming::Message(m)) => m,
+                    Ok(Incoming::Invalid(_)) => { done.malformed += 1; continue; }
+                    Ok(Incoming::Closed(code, _)) => {
+                        done.broken = Some(format!("receiver: closed {code:?}"));
+                        break;
+                    }
+                    Err(e) => {
+                        done.broken = Some(format!("receiver: {}", error_kind(&e)));
+                        break;
+                    }
+                };
+                let Some((seq, sent_us)) = check(&message, &source, id_tag) else {
+                    if !matches!(message.payload, Payload::Raw(_)) {
+                        done.malformed += 1;
+                    }
+                    continue;
+                };
+                let now = now_us();
+                if window.contains(sent_us) {
+                    let _ = done.latency.record(now.saturating_sub(sent_us).max(1));
+                }
+                if seq == next {
+                    next += 1;
+                    done.unique += 1;
+                } else if seq > next {
+                    missing.extend(next..seq);
+                    next = seq + 1;
+                    done.unique += 1;
+                } else if missing.remove(&seq) {
+                    done.reordered += 1;
+                    done.unique += 1;
+                } else {
+                    done.duplicates += 1;
+                    continue;
+                }
+                state.delivered.fetch_add(1, Ordering::AcqRel);
+                state.freed.notify_one();
+            }
+            _ = tick.tick() => {
+                if conn.send_bytes(fleet::heartbeat()).await.is_err() {
+                    done.broken = Some("receiver: heartbeat failed".into());
+                    break;
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+    done
+}
+
+/// A delivered signal's (sequence, send time) if source, id and body agree.
+fn check(message: &Message, source: &str, id_tag: u64) -> Option<(u64, u64)> {
+    let data = match &message.payload {
+        Payload::SignalOffer(s) | Payload::SignalAnswer(s) | Payload::SignalIceCandidate(s) => {
+            &s.signal_data
+        }
+        _ => return None,
+    };
+    if message.source_client_id.as_deref() != Some(source) {
+        return None;
+    }
+    let mut fields = data.splitn(3, ' ');
+    let seq: u64 = fields.next()?.parse().ok()?;
+    let sent_us: u64 = fields.next()?.parse().ok()?;
+    (message.message_id == Uuid::from_u64_pair(id_tag, seq)).then_some((seq, sent_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Codec;
+
+    #[test]
+    fn frames_carry_sequence_and_time_and_pad_to_size() {
+        let plan = SendPlan {
+            kind: MessageType::SignalIceCandidate,
+            target: "bob".into(),
+            id_tag: 7,
+            size: 200,
+            codec: Codec::Json,
+            window: 1,
+            pace: None,
+        };
+        let frame = plan.frame(42, &mut String::new()).unwrap();
+        let mut message = Message::decode(frame).unwrap();
+        message.source_client_id = Some("alice".into());
+        let Payload::SignalIceCandidate(s) = &message.payload else {
+            panic!("not a signal")
+        };
+        assert_eq!(s.signal_data.len(), 200);
+        let (seq, t) = check(&message, "alice", 7).unwrap();
+        assert_eq!(seq, 42);
+        assert!(t > 0);
+        assert!(check(&message, "mallory", 7).is_none());
+        assert!(check(&message, "alice", 8).is_none());
+    }
+}
