@@ -149,8 +149,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let listeners = app::bind(&settings).await?;
+        // Refuse bad settings (e.g. development tokens off loopback) before
+        // opening any socket.
         let node = app::build_node_with(settings, metrics).await?;
+        let listeners = app::bind(&node.settings).await?;
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(async move {
             shutdown::os_signal().await;
