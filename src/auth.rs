@@ -357,6 +357,83 @@ mod tests {
         assert!(auth.verify("a", &no_aud).is_err());
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    fn key_settings(public: &str) -> AuthSettings {
+        AuthSettings {
+            public_key_path: Some(fixture(public)),
+            ..AuthSettings::default()
+        }
+    }
+
+    fn signed(alg: Algorithm, key: &EncodingKey, sub: &str) -> String {
+        let claims = serde_json::json!({"sub": sub, "exp": now() + 60});
+        jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_verify_with_a_public_key() {
+        let rsa =
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        let ec =
+            EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
+        let rsa_auth = Authenticator::from_settings(&key_settings("rsa_public.pem")).unwrap();
+        let ec_auth = Authenticator::from_settings(&key_settings("ec_public.pem")).unwrap();
+        assert!(!rsa_auth.is_development());
+        assert!(rsa_auth
+            .verify("a", &signed(Algorithm::RS256, &rsa, "a"))
+            .is_ok());
+        assert!(ec_auth
+            .verify("a", &signed(Algorithm::ES256, &ec, "a"))
+            .is_ok());
+        assert_eq!(
+            rsa_auth.verify("b", &signed(Algorithm::RS256, &rsa, "a")),
+            Err(AuthError::SubjectMismatch)
+        );
+        // A token for the other key type is refused.
+        assert!(rsa_auth
+            .verify("a", &signed(Algorithm::ES256, &ec, "a"))
+            .is_err());
+        assert!(ec_auth
+            .verify("a", &signed(Algorithm::RS256, &rsa, "a"))
+            .is_err());
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        // The classic attack: sign HS256 with the public key's bytes as the secret.
+        for public in ["rsa_public.pem", "ec_public.pem"] {
+            let auth = Authenticator::from_settings(&key_settings(public)).unwrap();
+            let pem = std::fs::read(fixture(public)).unwrap();
+            let forged = signed(Algorithm::HS256, &EncodingKey::from_secret(&pem), "a");
+            assert_eq!(
+                auth.verify("a", &forged),
+                Err(AuthError::Invalid("wrong_algorithm"))
+            );
+            let none =
+                "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+            assert!(auth.verify("a", none).is_err());
+        }
+    }
+
+    #[test]
+    fn unusable_keys_fail_setup() {
+        assert!(matches!(
+            Authenticator::from_settings(&key_settings("missing.pem")),
+            Err(AuthSetupError::ReadKey { .. })
+        ));
+        let mut both = key_settings("rsa_public.pem");
+        both.token_secret = Some(Secret::new("k"));
+        assert!(matches!(
+            Authenticator::from_settings(&both),
+            Err(AuthSetupError::Ambiguous)
+        ));
+    }
+
     #[test]
     fn development_mode_accepts_only_the_static_pairs() {
         let auth = Authenticator::from_settings(&AuthSettings::default()).unwrap();
