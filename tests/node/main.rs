@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod client;
 mod errors;
 mod lifecycle;
 mod memory_cluster;

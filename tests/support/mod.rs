@@ -224,8 +224,17 @@ pub struct ChildNode {
 impl ChildNode {
     /// Spawns the binary with `args` and `env`; waits for `/readyz` 200.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> ChildNode {
-        let port = free_port();
-        let admin_port = free_port();
+        ChildNode::spawn_on(free_port(), free_port(), args, env).await
+    }
+
+    /// Like [`ChildNode::spawn`] on the given ports (to restart a node where
+    /// its clients expect it).
+    pub async fn spawn_on(
+        port: u16,
+        admin_port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildNode {
         let mut cmd = Command::new(binary());
         cmd.args([
             "--port",
