@@ -89,13 +89,23 @@ pub fn traces_endpoint(settings: &Settings) -> Option<String> {
 /// The sampler: `OTEL_TRACES_SAMPLER` (+ `_ARG`) when set, else parent-based
 /// with `telemetry.sample_ratio`.
 pub fn sampler(settings: &Settings) -> Sampler {
-    let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG")
-        .ok()
-        .and_then(|a| a.parse::<f64>().ok())
-        .filter(|r| (0.0..=1.0).contains(r));
-    let ratio = arg.unwrap_or(settings.telemetry.sample_ratio);
+    let env = |name: &str| std::env::var(name).ok();
+    sampler_from(
+        env("OTEL_TRACES_SAMPLER").as_deref(),
+        env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        settings.telemetry.sample_ratio,
+    )
+}
+
+/// The sampler for an `OTEL_TRACES_SAMPLER` value and its argument; an
+/// unknown name or a bad argument falls back to parent-based `ratio`.
+pub fn sampler_from(name: Option<&str>, arg: Option<&str>, ratio: f64) -> Sampler {
+    let ratio = arg
+        .and_then(|a| a.trim().parse::<f64>().ok())
+        .filter(|r| (0.0..=1.0).contains(r))
+        .unwrap_or(ratio);
     let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
-    match std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref() {
+    match name.map(str::trim) {
         Some("always_on") => Sampler::AlwaysOn,
         Some("always_off") => Sampler::AlwaysOff,
         Some("traceidratio") => Sampler::TraceIdRatioBased(ratio),
@@ -274,4 +284,44 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let cx = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(s: &Sampler) -> String {
+        format!("{s:?}")
+    }
+
+    #[test]
+    fn sampler_follows_otel_variables_then_the_ratio() {
+        let d = describe(&sampler_from(None, None, 0.25));
+        assert!(d.contains("ParentBased") && d.contains("0.25"), "{d}");
+        assert_eq!(
+            describe(&sampler_from(Some("always_off"), None, 1.0)),
+            describe(&Sampler::AlwaysOff)
+        );
+        let d = describe(&sampler_from(Some("traceidratio"), Some("0.5"), 1.0));
+        assert!(!d.contains("ParentBased") && d.contains("0.5"), "{d}");
+        let d = describe(&sampler_from(
+            Some("parentbased_traceidratio"),
+            Some("7"),
+            0.1,
+        ));
+        assert!(
+            d.contains("ParentBased") && d.contains("0.1"),
+            "an out-of-range argument is ignored: {d}"
+        );
+    }
+
+    #[test]
+    fn endpoint_gets_the_traces_path() {
+        let mut settings = Settings::default();
+        settings.telemetry.otlp_endpoint = Some("http://jaeger:4318/".into());
+        assert_eq!(
+            traces_endpoint(&settings).as_deref(),
+            Some("http://jaeger:4318/v1/traces")
+        );
+    }
 }
