@@ -7,6 +7,11 @@
 #   bash bench/run.sh                 # everything, 3 runs each (~20 min)
 #   RUNS=1 ONLY=relay_sat_200,idle bash bench/run.sh
 #
+# Each connection-heavy scenario uses its own range of source addresses:
+# the sockets a run closes sit in TIME_WAIT for a minute and keep their
+# local ports, so reusing a range at once would make the load generator
+# itself the bottleneck (bind() hunting for a free port).
+#
 # Scenario names: relay_sat_200 relay_sat_2000 relay_5k relay_1k connect
 # idle storm scale.
 set -euo pipefail
@@ -151,21 +156,24 @@ for run in $(seq 1 "$RUNS"); do
     want relay_sat_2000 && lg relay_sat_2000 "$(all_nodes)" -- relay \
         --pairs 32 --window 64 --size 2000 --duration 10 --warmup 2
     want relay_5k && lg relay_5k "$(all_nodes)" -- relay \
-        --pairs 50 --rate 5000 --size 200 --duration 10 --warmup 2
+        --pairs 50 --rate 5000 --size 200 --duration 10 --warmup 2 --baseline 5
     want relay_1k && lg relay_1k "$(all_nodes)" -- relay \
-        --pairs 50 --rate 1000 --size 200 --duration 10 --warmup 2
-    want connect && lg connect "$(all_nodes)" -- connect \
-        --connections 10000 --concurrency 64 --source-count 4
+        --pairs 50 --rate 1000 --size 200 --duration 10 --warmup 2 --baseline 5
+    # Per-node capacity: one node takes every connection; then both nodes.
+    want connect && lg connect "0" -- connect \
+        --connections 15000 --concurrency 64 --source-base 10 --source-count 16
+    want connect && lg connect_2 "$(all_nodes)" -- connect \
+        --connections 15000 --concurrency 64 --source-base 30 --source-count 16
     if want idle; then
         # A fresh cluster, so RSS "before" is a node that never held clients.
         restart_cluster 2
         lg idle "0" -- idle --connections 19000 --concurrency 200 --hold 5 \
-            --source-count 4
+            --source-base 50 --source-count 16
     fi
     if want storm; then
         restart_cluster 2
         lg storm "$(all_nodes)" -- storm --clients 19000 --setup-concurrency 200 \
-            --source-count 8 --deadline 60
+            --source-base 70 --source-count 32 --deadline 60
     fi
     if want idle || want storm; then restart_cluster 2; fi
 done
@@ -176,10 +184,11 @@ if want scale; then
         for run in $(seq 1 "$RUNS"); do
             echo "=== scale $n nodes, run $run of $RUNS ===" >&2
             lg "scale_$n" "$(all_nodes)" -- relay --pairs 48 --rate 5000 --size 200 \
-                --duration 8 --warmup 2
+                --duration 8 --warmup 2 --baseline 5
         done
     done
 fi
 
-python3 bench/summarize.py "$RAW" "$RESULTS/latest.md" "$RUNS"
+REVISION="$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+    python3 bench/summarize.py "$RAW" "$RESULTS/latest.md" "$RUNS"
 cat "$RESULTS/latest.md"

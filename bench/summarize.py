@@ -104,10 +104,12 @@ def main():
     row("relay_1k", "one-way p99 at 1,000/s", "latency.p99_us", " ms", 3, None, scale=1e-3)
     row("relay_1k", "server CPU µs per signal at 1,000/s", "cpu_us_per_signal", " µs", 1)
     integrity("relay_1k")
-    row("connect", "connections/s per node (JWT + presence write)", "connections_per_s_per_node", target=5000)
+    row("connect", "connections/s, one node (JWT + presence write)", "connections_per_s_per_node", target=5000)
     row("connect", "CONNECT → ACK p50", "connect_ack_latency.p50_us", " ms", 2, None, scale=1e-3)
     row("connect", "CONNECT → ACK p99", "connect_ack_latency.p99_us", " ms", 2, None, scale=1e-3)
     row("connect", "server CPU µs per connection", "cpu_us_per_connection", " µs", 0)
+    row("connect_2", "connections/s per node, two nodes", "connections_per_s_per_node", target=5000)
+    row("connect_2", "CONNECT → ACK p99, two nodes", "connect_ack_latency.p99_us", " ms", 2, None, scale=1e-3)
     row("idle", "node RSS per idle authenticated connection (19,000 on one node)", "bytes_per_connection_max", " KiB", 2, 8.0, False, scale=1 / 1024)
     row("idle", "connections held", "held", target=19000)
     row("storm", "19,000 clients all reconnected after", "all_reconnected_s", " s", 2, 10.0, False)
@@ -128,7 +130,8 @@ def main():
         "",
         f"Medians of {runs_wanted} runs per row (`runs` says how many were recorded). "
         f"Machine: {os.cpu_count()} cores; load generator, nodes and Redis share it. "
-        "Produced by `bench/run.sh`; raw JSON lines in `latest.jsonl`.",
+        "Produced by `bench/run.sh` at revision "
+        f"`{os.environ.get('REVISION', 'unknown')}`; raw JSON lines in `latest.jsonl`.",
         "",
         "| scenario | metric | median | target | verdict | runs |",
         "|---|---|---:|---|---|---:|",

@@ -6,8 +6,9 @@
 //! Redis (`bench/run.sh` does) and it only ever talks to loopback addresses.
 //!
 //! Layout: `relay.rs` (sender → receiver pairs across nodes, fixed rate or
-//! saturation), `idle.rs` (held connections, RSS per connection),
-//! `connect.rs` (connection rate and CONNECT → CONNECT_ACK latency),
+//! saturation), `pair.rs` (one pair's sender and receiver tasks), `idle.rs`
+//! (held connections, RSS per connection), `connect.rs` (connection rate
+//! and CONNECT → CONNECT_ACK latency),
 //! `storm.rs` (everyone drops and reconnects at once), `fleet.rs` (opening
 //! authenticated connections: ids, tokens, source addresses), `proc_stats.rs`
 //! (CPU and RSS of other processes from `/proc`), `cluster_stats.rs` (Redis
@@ -18,6 +19,7 @@ mod cluster_stats;
 mod connect;
 mod fleet;
 mod idle;
+mod pair;
 pub mod proc_stats;
 mod relay;
 mod report;

@@ -8,26 +8,23 @@
 //! checks source, id and order, so loss, duplicates and reordering are
 //! counted exactly; any of them fails the run.
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::cluster_stats::{pubsub_topology, ClusterSnapshot};
-use super::fleet::{self, error_kind, ErrorCounts, Fleet};
+use super::fleet::{self, ErrorCounts, Fleet};
+use super::pair::{now_us, receive, send, PairState, SendPlan, Window};
 use super::proc_stats::CpuSnapshot;
 use super::report::{histogram, percentile_line, percentiles, Progress, Report};
 use super::Common;
-use crate::client::{ClientError, Connection, Incoming};
-use crate::protocol::{encode_frame, Message, MessageType, Payload, WireSignal};
+use crate::client::Connection;
+use crate::protocol::MessageType;
 
 /// `loadgen relay` flags.
 #[derive(ClapArgs, Debug, Clone)]
@@ -64,6 +61,11 @@ pub struct RelayArgs {
     /// The signal type sent.
     #[arg(long, value_enum, default_value_t = KindArg::Ice)]
     pub kind: KindArg,
+    /// Seconds to measure the server's CPU with no clients first; that
+    /// background (upkeep, probes) is then taken out of a second,
+    /// net per-signal CPU figure.
+    #[arg(long, default_value_t = 0)]
+    pub baseline: u64,
 }
 
 /// `--kind` values.
@@ -87,48 +89,6 @@ impl From<KindArg> for MessageType {
     }
 }
 
-/// What one pair's two tasks share.
-#[derive(Default)]
-struct PairState {
-    sent: AtomicU64,
-    delivered: AtomicU64,
-    errors: AtomicU64,
-    /// Wakes the sender when a window slot frees up.
-    freed: Notify,
-}
-
-/// The measured window, in µs since the epoch (end is `u64::MAX` while open).
-struct Window {
-    start_us: AtomicU64,
-    end_us: AtomicU64,
-}
-
-impl Window {
-    fn contains(&self, t: u64) -> bool {
-        t >= self.start_us.load(Ordering::Relaxed) && t < self.end_us.load(Ordering::Relaxed)
-    }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-struct SenderDone {
-    errors: ErrorCounts,
-    broken: Option<String>,
-}
-
-struct ReceiverDone {
-    latency: Histogram<u64>,
-    unique: u64,
-    duplicates: u64,
-    reordered: u64,
-    malformed: u64,
-    broken: Option<String>,
-}
-
 /// Runs the relay scenario.
 pub async fn run(args: RelayArgs) -> Result<Report, String> {
     let pairs = args.pairs.max(1);
@@ -143,6 +103,18 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
         } else {
             (p % nodes, (p + 1) % nodes)
         }
+    };
+    let baseline = if args.baseline > 0 {
+        eprintln!("[relay] measuring idle server CPU for {} s", args.baseline);
+        let start = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+        tokio::time::sleep(Duration::from_secs(args.baseline)).await;
+        let usage = start.until(&CpuSnapshot::take(
+            &args.common.node_pids,
+            args.common.redis_pid,
+        ));
+        Some(usage.server_seconds() / usage.wall_seconds.max(1e-9))
+    } else {
+        None
     };
     let run_tag = u64::from(std::process::id()) << 32;
     let states: Arc<Vec<Arc<PairState>>> =
@@ -317,6 +289,24 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
         .set("cluster", cluster_start.per_signal(&cluster_end, in_window))
         .set("pubsub", topology)
         .cpu(&usage, in_window, "signal");
+    if let Some(cores) = baseline {
+        let net = (usage.server_seconds() - cores * usage.wall_seconds).max(0.0);
+        let per = (in_window > 0).then(|| net * 1e6 / in_window as f64);
+        report
+            .set(
+                "baseline_server_cores",
+                (cores * 10_000.0).round() / 10_000.0,
+            )
+            .set(
+                "cpu_us_per_signal_net",
+                json!(per.map(|v| (v * 100.0).round() / 100.0)),
+            )
+            .line(format!(
+                "idle server background {:.3} cores; net of it: {} µs per signal",
+                cores,
+                per.map_or("?".into(), |v| format!("{v:.1}"))
+            ));
+    }
     report
         .line(format!(
             "{pairs} pairs, {} B signal_data ({frame_bytes} B frames): offered {offered:.0}/s, delivered {throughput:.0}/s in the {:.1} s window",
@@ -363,35 +353,6 @@ async fn open(
     Ok((conn, fleet::heartbeat_interval(&ack)))
 }
 
-struct SendPlan {
-    kind: MessageType,
-    target: String,
-    id_tag: u64,
-    size: usize,
-    codec: crate::protocol::Codec,
-    window: u64,
-    /// Fixed rate: (period per signal, first send); `None` = saturation.
-    pace: Option<(Duration, Instant)>,
-}
-
-impl SendPlan {
-    /// The frame for sequence number `seq`, stamped now.
-    fn frame(&self, seq: u64, data: &mut String) -> Result<bytes::Bytes, ClientError> {
-        data.clear();
-        let _ = write!(data, "{seq} {} ", now_us());
-        while data.len() < self.size {
-            data.push('x');
-        }
-        let wire = WireSignal {
-            target_client_id: self.target.clone(),
-            source_client_id: String::new(),
-            signal_data: data.clone(),
-        };
-        let id = Uuid::from_u64_pair(self.id_tag, seq);
-        Ok(encode_frame(self.kind, id, self.codec, &wire)?)
-    }
-}
-
 fn sample_frame(args: &RelayArgs, fleet: &Fleet) -> bytes::Bytes {
     let plan = SendPlan {
         kind: args.kind.into(),
@@ -403,219 +364,4 @@ fn sample_frame(args: &RelayArgs, fleet: &Fleet) -> bytes::Bytes {
         pace: None,
     };
     plan.frame(0, &mut String::new()).unwrap_or_default()
-}
-
-/// The sender of one pair: paced or windowed sends, and the ERRORs that
-/// answer them.
-async fn send(
-    mut conn: Connection,
-    plan: SendPlan,
-    state: Arc<PairState>,
-    mut stop: watch::Receiver<bool>,
-) -> SenderDone {
-    let mut done = SenderDone {
-        errors: ErrorCounts::new(),
-        broken: None,
-    };
-    let mut seq = 0u64;
-    let mut data = String::with_capacity(plan.size + 32);
-    let mut next_at = plan.pace.map(|(_, first)| first);
-    let result: Result<(), ClientError> = async {
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            let due = match (plan.pace, next_at) {
-                (Some((period, _)), Some(at)) => {
-                    // Everything due by now, catching up after a late wake.
-                    let now = Instant::now();
-                    let mut n = 0;
-                    let mut t = at;
-                    while t <= now && n < 1024 {
-                        n += 1;
-                        t += period;
-                    }
-                    next_at = Some(t);
-                    n
-                }
-                _ => {
-                    let open = seq
-                        - state.delivered.load(Ordering::Acquire)
-                        - state.errors.load(Ordering::Acquire);
-                    plan.window.saturating_sub(open)
-                }
-            };
-            if due > 0 {
-                for _ in 0..due {
-                    conn.feed_bytes(plan.frame(seq, &mut data)?).await?;
-                    seq += 1;
-                }
-                state.sent.store(seq, Ordering::Release);
-                conn.flush().await?;
-                if plan.pace.is_none() {
-                    continue;
-                }
-            }
-            let wake = next_at.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
-            // Cancel-safe: `notified` and the sleep are re-created each turn,
-            // reading keeps partial frames in the stream.
-            tokio::select! {
-                _ = state.freed.notified(), if plan.pace.is_none() => {}
-                _ = tokio::time::sleep_until(wake) => {}
-                incoming = conn.recv() => match incoming? {
-                    Incoming::Message(Message { payload: Payload::Error(e), .. }) => {
-                        state.errors.fetch_add(1, Ordering::AcqRel);
-                        fleet::count(&mut done.errors, e.code);
-                    }
-                    Incoming::Message(_) | Incoming::Invalid(_) => {}
-                    Incoming::Closed(code, _) => return Err(ClientError::Closed(code)),
-                },
-                _ = stop.changed() => {}
-            }
-        }
-    }
-    .await;
-    state.sent.store(seq, Ordering::Release);
-    if let Err(e) = result {
-        done.broken = Some(format!("sender: {}", error_kind(&e)));
-    }
-    // Keep reading ERRORs for signals still in flight until the run ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Incoming::Message(m)) = conn.recv().await {
-            if let Payload::Error(e) = m.payload {
-                state.errors.fetch_add(1, Ordering::AcqRel);
-                fleet::count(&mut done.errors, e.code);
-            }
-        }
-    })
-    .await;
-    done
-}
-
-/// The receiver of one pair: checks every signal and records its latency.
-async fn receive(
-    mut conn: Connection,
-    heartbeat: Duration,
-    source: String,
-    id_tag: u64,
-    state: Arc<PairState>,
-    window: Arc<Window>,
-    mut stop: watch::Receiver<bool>,
-) -> ReceiverDone {
-    let mut done = ReceiverDone {
-        latency: histogram(),
-        unique: 0,
-        duplicates: 0,
-        reordered: 0,
-        malformed: 0,
-        broken: None,
-    };
-    let mut next = 0u64;
-    let mut missing = BTreeSet::new();
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.tick().await;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        // Cancel-safe: see `send`.
-        tokio::select! {
-            incoming = conn.recv() => {
-                let message = match incoming {
-                    Ok(Incoming::Message(m)) => m,
-                    Ok(Incoming::Invalid(_)) => { done.malformed += 1; continue; }
-                    Ok(Incoming::Closed(code, _)) => {
-                        done.broken = Some(format!("receiver: closed {code:?}"));
-                        break;
-                    }
-                    Err(e) => {
-                        done.broken = Some(format!("receiver: {}", error_kind(&e)));
-                        break;
-                    }
-                };
-                let Some((seq, sent_us)) = check(&message, &source, id_tag) else {
-                    if !matches!(message.payload, Payload::Raw(_)) {
-                        done.malformed += 1;
-                    }
-                    continue;
-                };
-                let now = now_us();
-                if window.contains(sent_us) {
-                    let _ = done.latency.record(now.saturating_sub(sent_us).max(1));
-                }
-                if seq == next {
-                    next += 1;
-                    done.unique += 1;
-                } else if seq > next {
-                    missing.extend(next..seq);
-                    next = seq + 1;
-                    done.unique += 1;
-                } else if missing.remove(&seq) {
-                    done.reordered += 1;
-                    done.unique += 1;
-                } else {
-                    done.duplicates += 1;
-                    continue;
-                }
-                state.delivered.fetch_add(1, Ordering::AcqRel);
-                state.freed.notify_one();
-            }
-            _ = tick.tick() => {
-                if conn.send_bytes(fleet::heartbeat()).await.is_err() {
-                    done.broken = Some("receiver: heartbeat failed".into());
-                    break;
-                }
-            }
-            _ = stop.changed() => {}
-        }
-    }
-    done
-}
-
-/// A delivered signal's (sequence, send time) if source, id and body agree.
-fn check(message: &Message, source: &str, id_tag: u64) -> Option<(u64, u64)> {
-    let data = match &message.payload {
-        Payload::SignalOffer(s) | Payload::SignalAnswer(s) | Payload::SignalIceCandidate(s) => {
-            &s.signal_data
-        }
-        _ => return None,
-    };
-    if message.source_client_id.as_deref() != Some(source) {
-        return None;
-    }
-    let mut fields = data.splitn(3, ' ');
-    let seq: u64 = fields.next()?.parse().ok()?;
-    let sent_us: u64 = fields.next()?.parse().ok()?;
-    (message.message_id == Uuid::from_u64_pair(id_tag, seq)).then_some((seq, sent_us))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::Codec;
-
-    #[test]
-    fn frames_carry_sequence_and_time_and_pad_to_size() {
-        let plan = SendPlan {
-            kind: MessageType::SignalIceCandidate,
-            target: "bob".into(),
-            id_tag: 7,
-            size: 200,
-            codec: Codec::Json,
-            window: 1,
-            pace: None,
-        };
-        let frame = plan.frame(42, &mut String::new()).unwrap();
-        let mut message = Message::decode(frame).unwrap();
-        message.source_client_id = Some("alice".into());
-        let Payload::SignalIceCandidate(s) = &message.payload else {
-            panic!("not a signal")
-        };
-        assert_eq!(s.signal_data.len(), 200);
-        let (seq, t) = check(&message, "alice", 7).unwrap();
-        assert_eq!(seq, 42);
-        assert!(t > 0);
-        assert!(check(&message, "mallory", 7).is_none());
-        assert!(check(&message, "alice", 8).is_none());
-    }
 }
