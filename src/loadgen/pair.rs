@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,8 @@ pub(super) struct PairState {
     pub(super) sent: AtomicU64,
     pub(super) delivered: AtomicU64,
     pub(super) errors: AtomicU64,
+    /// Set once the sender has sent its last signal (`sent` is final).
+    pub(super) finished: AtomicBool,
     /// Wakes the sender when a window slot frees up.
     pub(super) freed: Notify,
 }
@@ -95,6 +97,7 @@ pub(super) async fn send(
     plan: SendPlan,
     state: Arc<PairState>,
     mut stop: watch::Receiver<bool>,
+    mut end: watch::Receiver<bool>,
 ) -> SenderDone {
     let mut done = SenderDone {
         errors: ErrorCounts::new(),
@@ -159,15 +162,28 @@ pub(super) async fn send(
     }
     .await;
     state.sent.store(seq, Ordering::Release);
+    state.finished.store(true, Ordering::Release);
     if let Err(e) = result {
         done.broken = Some(format!("sender: {}", error_kind(&e)));
+        return done;
     }
-    // Keep reading ERRORs for signals still in flight until the run ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Incoming::Message(m)) = conn.recv().await {
-            if let Payload::Error(e) = m.payload {
-                state.errors.fetch_add(1, Ordering::AcqRel);
-                fleet::count(&mut done.errors, e.code);
+    // Keep reading ERRORs for signals still in flight until the run ends
+    // (bounded in case that signal never comes).
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if *end.borrow() {
+                return;
+            }
+            tokio::select! {
+                incoming = conn.recv() => match incoming {
+                    Ok(Incoming::Message(Message { payload: Payload::Error(e), .. })) => {
+                        state.errors.fetch_add(1, Ordering::AcqRel);
+                        fleet::count(&mut done.errors, e.code);
+                    }
+                    Ok(Incoming::Message(_)) | Ok(Incoming::Invalid(_)) => {}
+                    Ok(Incoming::Closed(..)) | Err(_) => return,
+                },
+                _ = end.changed() => {}
             }
         }
     })

@@ -184,6 +184,7 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
             plan,
             Arc::clone(&states[p]),
             stop_send.clone(),
+            stop_recv.clone(),
         )));
     }
 
@@ -227,6 +228,16 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
     let topology = pubsub_topology(&args.common).await;
 
     let _ = stop_send_tx.send(true);
+    let drain_deadline = Instant::now() + Duration::from_secs(args.drain);
+    let finished = |s: &PairState| u64::from(s.finished.load(Ordering::Acquire));
+    while sum(finished) < pairs as u64 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while sum(delivered) + sum(errored) < sum(sent) && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_recv_tx.send(true);
+    drop(progress);
     let mut errors = ErrorCounts::new();
     let mut broken = Vec::new();
     for task in sender_tasks {
@@ -235,12 +246,6 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
             broken.extend(done.broken);
         }
     }
-    let drain_deadline = Instant::now() + Duration::from_secs(args.drain);
-    while sum(delivered) + sum(errored) < sum(sent) && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop_recv_tx.send(true);
-    drop(progress);
 
     let mut latency = histogram();
     let (mut unique, mut duplicates, mut reordered, mut malformed) = (0, 0, 0, 0);
