@@ -52,19 +52,40 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// Pending connections the kernel may queue for the WebSocket listener
+/// (capped by `net.core.somaxconn`): a reconnect storm after a node restart
+/// must not overflow a short accept queue, or clients wait out SYN retries.
+const ACCEPT_BACKLOG: u32 = 65_535;
+
 /// Binds the WebSocket and admin listeners from the settings.
 pub async fn bind(settings: &Settings) -> Result<Listeners, AppError> {
     let ws = format!("{}:{}", settings.server.host, settings.server.port);
     let admin = format!("{}:{}", settings.admin.host, settings.admin.port);
-    let bind = |address: String| async move {
-        TcpListener::bind(&address)
-            .await
-            .map_err(|source| AppError::Bind { address, source })
-    };
     Ok(Listeners {
-        websocket: bind(ws).await?,
-        admin: bind(admin).await?,
+        websocket: listen(ws, ACCEPT_BACKLOG).await?,
+        admin: listen(admin, 128).await?,
     })
+}
+
+async fn listen(address: String, backlog: u32) -> Result<TcpListener, AppError> {
+    let fail = |source| AppError::Bind {
+        address: address.clone(),
+        source,
+    };
+    let addr = tokio::net::lookup_host(&address)
+        .await
+        .map_err(fail)?
+        .next()
+        .ok_or_else(|| fail(std::io::Error::other("no address")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(backlog).map_err(fail)
 }
 
 /// The verifier, refusing development mode off loopback.
