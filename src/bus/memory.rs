@@ -1,22 +1,19 @@
-//! In-process bus: one bounded channel per subscribed node. Clones share the
-//! subscriptions, so nodes built on clones of one bus form a cluster.
+//! In-process bus: a map from node id to that node's sink. A publish hands
+//! the envelope to the sink at once, on the publisher's task. Clones share
+//! the map, so nodes built on clones of one bus form a cluster.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use super::{BusError, MessageBus, PublishDone};
+use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
-
-/// Envelopes a node's inbox holds before publishes to it count as not received.
-const INBOX_CAPACITY: usize = 65_536;
 
 /// In-memory bus; clones share one set of subscriptions.
 #[derive(Clone, Default)]
 pub struct MemoryBus {
-    subscribers: Arc<RwLock<HashMap<NodeId, mpsc::Sender<Bytes>>>>,
+    subscribers: Arc<RwLock<HashMap<NodeId, Arc<dyn EnvelopeSink>>>>,
 }
 
 impl MemoryBus {
@@ -31,14 +28,18 @@ impl MemoryBus {
 
 impl MessageBus for MemoryBus {
     fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>) {
-        let tx = self
+        // Clone the sink out so no lock is held while it runs (it may publish).
+        let sink = self
             .subscribers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(to)
             .cloned();
-        let received = match tx {
-            Some(tx) => usize::from(tx.try_send(envelope).is_ok()),
+        let received = match sink {
+            Some(sink) => {
+                sink.on_envelope(&envelope);
+                1
+            }
             None => 0,
         };
         if let Some(done) = done {
@@ -46,12 +47,11 @@ impl MessageBus for MemoryBus {
         }
     }
 
-    async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
-        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+    async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
         self.subscribers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(node.clone(), tx);
-        Ok(rx)
+            .insert(node.clone(), sink);
+        Ok(())
     }
 }

@@ -8,8 +8,8 @@
 //! - `publish` never blocks; `done` is called exactly once with the number of
 //!   subscribers that received it (0: the node is gone) or an error (the
 //!   backend is unreachable), so no envelope is dropped unnoticed.
-//! - `subscribe` returns a receiver fed in order for as long as the bus
-//!   lives, across backend reconnects.
+//! - `subscribe` hands every envelope for the node to its [`EnvelopeSink`],
+//!   in order, for as long as the sink lives, across backend reconnects.
 
 mod envelope;
 mod memory;
@@ -18,13 +18,20 @@ mod redis;
 use std::future::Future;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 pub use self::redis::RedisBus;
 pub use envelope::{Envelope, EnvelopeError, SignalEnvelope, SignalRef};
 pub use memory::MemoryBus;
 
 use crate::ids::NodeId;
+
+/// Receives the envelopes published to a node: the node itself. Called on
+/// the bus's own task (or, in memory, the publisher's), so it must not block.
+pub trait EnvelopeSink: Send + Sync + 'static {
+    /// Handles one encoded envelope.
+    fn on_envelope(&self, bytes: &[u8]);
+}
 
 /// Called once with the outcome of a publish.
 pub type PublishDone = Box<dyn FnOnce(Result<usize, BusError>) + Send>;
@@ -42,11 +49,12 @@ pub trait MessageBus: Send + Sync + 'static {
     /// Queues `envelope` for node `to`.
     fn publish(&self, to: &NodeId, envelope: Bytes, done: Option<PublishDone>);
 
-    /// Subscribes this node to its channel.
+    /// Subscribes node `node` to its channel; envelopes go to `sink`.
     fn subscribe(
         &self,
         node: &NodeId,
-    ) -> impl Future<Output = Result<mpsc::Receiver<Bytes>, BusError>> + Send;
+        sink: Arc<dyn EnvelopeSink>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 
     /// Drops and re-creates the subscription (the node's probes stopped
     /// coming back: the connection may have died silently).
@@ -76,10 +84,10 @@ impl MessageBus for Bus {
         }
     }
 
-    async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
+    async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
         match self {
-            Bus::Memory(b) => b.subscribe(node).await,
-            Bus::Redis(b) => b.subscribe(node).await,
+            Bus::Memory(b) => b.subscribe(node, sink).await,
+            Bus::Redis(b) => b.subscribe(node, sink).await,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! batch in flight) and makes the Redis cost per signal that of a pipelined
 //! PUBLISH. PUBLISH's receiver count comes back to the caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, Notify};
 
-use super::{BusError, MessageBus, PublishDone};
+use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 
@@ -24,8 +24,6 @@ use crate::metrics::Metrics;
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most publishes in one pipeline.
 const MAX_BATCH: usize = 1024;
-/// Envelopes received but not yet handled by the node.
-const INBOX_CAPACITY: usize = 65_536;
 /// Bound on connecting and on one pipeline round trip.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -79,16 +77,14 @@ impl MessageBus for RedisBus {
         }
     }
 
-    async fn subscribe(&self, node: &NodeId) -> Result<mpsc::Receiver<Bytes>, BusError> {
-        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-        let channel = self.channel(node);
+    async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
         tokio::spawn(run_subscriber(
             self.client.clone(),
-            channel,
-            tx,
+            self.channel(node),
+            Arc::downgrade(&sink),
             Arc::clone(&self.resubscribe),
         ));
-        Ok(rx)
+        Ok(())
     }
 
     fn resubscribe(&self) {
@@ -172,7 +168,7 @@ async fn run_publisher(
 async fn run_subscriber(
     client: redis::Client,
     channel: String,
-    inbox: mpsc::Sender<Bytes>,
+    sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -197,10 +193,11 @@ async fn run_subscriber(
                 tokio::select! {
                     message = stream.next() => match message {
                         Some(message) => {
-                            let payload = Bytes::copy_from_slice(message.get_payload_bytes());
-                            if inbox.send(payload).await.is_err() {
+                            // Handled right here: no extra task hop, no copy.
+                            let Some(sink) = sink.upgrade() else {
                                 return; // the node is gone
-                            }
+                            };
+                            sink.on_envelope(message.get_payload_bytes());
                         }
                         None => break,
                     },
@@ -211,7 +208,7 @@ async fn run_subscriber(
                 }
             }
         }
-        if inbox.is_closed() {
+        if sink.strong_count() == 0 {
             return;
         }
         tokio::time::sleep(backoff).await;

@@ -1,27 +1,29 @@
 //! Envelopes arriving on this node's channel: signals for local clients,
 //! failures to report to local senders, takeover notices, probe echoes.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Weak};
 
 use super::router::{describe, now_micros};
 use super::{DeliverError, Node};
-use crate::bus::{Envelope, MessageBus, SignalEnvelope};
+use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
 use crate::ids::NodeId;
 use crate::presence::PresenceRegistry;
 use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
 use crate::telemetry;
 
-impl Node {
-    /// Consumes the node's subscription until it closes.
-    pub async fn run_inbox(self: Arc<Self>, mut inbox: mpsc::Receiver<Bytes>) {
-        while let Some(bytes) = inbox.recv().await {
-            self.on_envelope(&bytes);
+/// The node as its bus's sink. Holds the node weakly: the bus must not
+/// keep a stopped node alive.
+pub struct NodeSink(pub Weak<Node>);
+
+impl EnvelopeSink for NodeSink {
+    fn on_envelope(&self, bytes: &[u8]) {
+        if let Some(node) = self.0.upgrade() {
+            node.on_envelope(bytes);
         }
     }
+}
 
+impl Node {
     /// Handles one envelope from the bus.
     pub fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
         let envelope = match Envelope::decode(bytes) {

@@ -94,9 +94,15 @@ impl Node {
     /// Subscribes to the node's channel and starts the upkeep tasks. The
     /// first presence round trip happens before this returns.
     pub async fn start(self: &Arc<Self>) -> Result<Background, BusError> {
-        let inbox = self.bus.subscribe(&self.id).await?;
+        let sink: Arc<dyn crate::bus::EnvelopeSink> =
+            Arc::new(super::inbox::NodeSink(Arc::downgrade(self)));
+        self.bus.subscribe(&self.id, Arc::clone(&sink)).await?;
         let _ = self.upkeep_once().await;
-        let mut tasks = vec![tokio::spawn(Arc::clone(self).run_inbox(inbox))];
+        // The bus holds the sink weakly; the node's background keeps it.
+        let mut tasks = vec![tokio::spawn(async move {
+            let _sink = sink;
+            std::future::pending::<()>().await;
+        })];
         let node = Arc::clone(self);
         tasks.push(tokio::spawn(async move { node.run_upkeep().await }));
         let node = Arc::clone(self);

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use signal_manager_service::bus::{MemoryBus, MessageBus, RedisBus};
+use std::sync::Arc;
+
+use signal_manager_service::bus::{EnvelopeSink, MemoryBus, MessageBus, RedisBus};
 use signal_manager_service::ids::{ClientId, NodeId, SessionId};
 use signal_manager_service::metrics::Metrics;
 use signal_manager_service::presence::{Location, MemoryPresence, PresenceRegistry, RedisPresence};
@@ -98,11 +100,12 @@ async fn wait_subscribed<B: MessageBus>(bus: &B, node: &NodeId) {
 
 async fn bus_contract<B: MessageBus>(bus: &B) {
     let (a, b) = (NodeId::new("node-a"), NodeId::new("node-b"));
-    let mut inbox_a = bus.subscribe(&a).await.unwrap();
-    let mut inbox_b = bus.subscribe(&b).await.unwrap();
+    let (sink_a, mut inbox_a) = ChannelSink::pair();
+    let (sink_b, mut inbox_b) = ChannelSink::pair();
+    bus.subscribe(&a, sink_a.clone()).await.unwrap();
+    bus.subscribe(&b, sink_b.clone()).await.unwrap();
     wait_subscribed(bus, &a).await;
     wait_subscribed(bus, &b).await;
-    while inbox_a.try_recv().is_ok() {}
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), inbox_a.recv()).await {
     }
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), inbox_b.recv()).await {
@@ -145,6 +148,26 @@ async fn bus_contract<B: MessageBus>(bus: &B) {
         })),
     );
     assert!(matches!(rx.await.unwrap(), Ok(0)));
+    drop((sink_a, sink_b));
+}
+
+/// A sink that hands envelopes to the test.
+struct ChannelSink(tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+impl ChannelSink {
+    fn pair() -> (
+        Arc<dyn EnvelopeSink>,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Arc::new(ChannelSink(tx)), rx)
+    }
+}
+
+impl EnvelopeSink for ChannelSink {
+    fn on_envelope(&self, bytes: &[u8]) {
+        let _ = self.0.send(bytes.to_vec());
+    }
 }
 
 #[tokio::test]
