@@ -18,6 +18,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "outbound_queue_frames",
             "outbound_queue_bytes",
             "max_invalid_frames",
+            "worker_threads",
         ],
     ),
     (

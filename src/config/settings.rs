@@ -77,6 +77,9 @@ pub struct ServerSettings {
     pub outbound_queue_bytes: usize,
     /// Invalid frames in a row before DISCONNECT POLICY.
     pub max_invalid_frames: u32,
+    /// Runtime worker threads; 0 = one per CPU core. One is cheaper per
+    /// signal when a node shares a small machine with other processes.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +96,7 @@ impl Default for ServerSettings {
             outbound_queue_frames: 1024,
             outbound_queue_bytes: 1 << 20,
             max_invalid_frames: 100,
+            worker_threads: 0,
         }
     }
 }
@@ -270,6 +274,9 @@ impl Settings {
             if value == 0 {
                 return Err((key, "must be greater than 0".into()));
             }
+        }
+        if s.worker_threads > 1024 {
+            return Err(("server.worker_threads", "must be at most 1024".into()));
         }
         if s.heartbeat_interval > 86_400 {
             return Err((
