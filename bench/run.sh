@@ -107,6 +107,7 @@ start_nodes() {
             SIGNAL_MANAGER_SERVER_OUTBOUND_QUEUE_BYTES=67108864 \
             SIGNAL_MANAGER_CLUSTER_KEY_PREFIX="$prefix" \
             SIGNAL_MANAGER_LOGGING_LEVEL=warn \
+            SIGNAL_MANAGER_SERVER_WORKER_THREADS="${NODE_WORKER_THREADS:-1}" \
             "$BIN" --port "$port" --admin-port "$admin" \
             --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "bench-node-$i" \
             >>"$WORK/node-$i.log" 2>&1 &

@@ -43,11 +43,16 @@ impl Connection {
         let request = url.into_client_request()?;
         let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
         let port = request.uri().port_u16().unwrap_or(80);
-        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| ClientError::WebSocket(e.into()))?
-            .next()
-            .ok_or_else(|| ClientError::Protocol(format!("cannot resolve {host}")))?;
+        // An IP literal needs no resolver (which would run on a blocking thread).
+        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+        let addr: SocketAddr = match literal {
+            Some(ip) => SocketAddr::new(ip, port),
+            None => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| ClientError::WebSocket(e.into()))?
+                .next()
+                .ok_or_else(|| ClientError::Protocol(format!("cannot resolve {host}")))?,
+        };
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {

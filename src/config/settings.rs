@@ -170,7 +170,7 @@ impl Default for ClusterSettings {
             node_id: None,
             key_prefix: "sm".into(),
             presence_ttl: None,
-            redis_pool_size: 8,
+            redis_pool_size: 16,
         }
     }
 }

@@ -41,8 +41,13 @@ if not sep then return false end
 if redis.call('EXISTS', ARGV[1] .. string.sub(v, 1, sep - 1)) == 0 then return false end
 return v";
 
-/// How long a command may wait for a pooled connection or its reply.
+/// How long a command may take: connecting, recycling, the reply.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a command may wait for a free pooled connection. Longer than
+/// the command timeout: in a reconnect storm every CONNECT registers at
+/// once and should queue, not fail, while a dead Redis still fails fast
+/// (connecting is bounded by the command timeout).
+const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// Presence in Redis.
 pub struct RedisPresence {
@@ -72,7 +77,7 @@ impl RedisPresence {
             .builder()
             .map_err(unavailable)?
             .max_size(pool_size)
-            .wait_timeout(Some(COMMAND_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(COMMAND_TIMEOUT))
             .recycle_timeout(Some(COMMAND_TIMEOUT))
             .runtime(Runtime::Tokio1)
