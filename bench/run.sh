@@ -20,7 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}
 
 RUNS="${RUNS:-3}"
 ONLY="${ONLY:-all}"
-RESULTS=bench/results
+RESULTS="${RESULTS:-bench/results}"
 mkdir -p "$RESULTS"
 RAW="$RESULTS/latest.jsonl"
 : >"$RAW"
