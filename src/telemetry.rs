@@ -8,7 +8,7 @@
 //! in one place.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -33,17 +33,45 @@ use crate::protocol::ErrorCode;
 /// Whether spans are exported. Message spans are only created when they
 /// are, so a node without a collector pays nothing for them.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// Probability (as `f64` bits) that a root span (a CONNECT, a signal's
+/// route) is sampled. Decided before the span exists, so unsampled
+/// messages cost nothing; children follow their parent.
+static ROOT_RATIO: AtomicU64 = AtomicU64::new(0);
 
 /// Whether this process exports spans.
 pub fn tracing_enabled() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// `tracing::info_span!` when spans are exported, else a disabled span.
+/// Whether to trace a new root (head sampling with the configured ratio).
+pub fn sample_root() -> bool {
+    if !tracing_enabled() {
+        return false;
+    }
+    let ratio = f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)
+}
+
+/// A root message span (`tracing::info_span!` arguments), created only
+/// when this message is sampled; otherwise a disabled span.
 #[macro_export]
-macro_rules! message_span {
+macro_rules! root_span {
     ($($arg:tt)*) => {
-        if $crate::telemetry::tracing_enabled() {
+        if $crate::telemetry::sample_root() {
+            ::tracing::info_span!($($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// A child message span, created only when its parent was sampled
+/// (`$sampled`), e.g. a local parent span that is enabled or a remote
+/// `traceparent` that is present.
+#[macro_export]
+macro_rules! child_span {
+    ($sampled:expr, $($arg:tt)*) => {
+        if $crate::telemetry::tracing_enabled() && $sampled {
             ::tracing::info_span!($($arg)*)
         } else {
             ::tracing::Span::none()
@@ -86,32 +114,29 @@ pub fn traces_endpoint(settings: &Settings) -> Option<String> {
     env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 }
 
-/// The sampler: `OTEL_TRACES_SAMPLER` (+ `_ARG`) when set, else parent-based
-/// with `telemetry.sample_ratio`.
-pub fn sampler(settings: &Settings) -> Sampler {
+/// The head-sampling ratio for roots: `OTEL_TRACES_SAMPLER` (+ `_ARG`) when
+/// set, else `telemetry.sample_ratio`.
+pub fn root_ratio(settings: &Settings) -> f64 {
     let env = |name: &str| std::env::var(name).ok();
-    sampler_from(
+    ratio_from(
         env("OTEL_TRACES_SAMPLER").as_deref(),
         env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
         settings.telemetry.sample_ratio,
     )
 }
 
-/// The sampler for an `OTEL_TRACES_SAMPLER` value and its argument; an
-/// unknown name or a bad argument falls back to parent-based `ratio`.
-pub fn sampler_from(name: Option<&str>, arg: Option<&str>, ratio: f64) -> Sampler {
+/// The root ratio for an `OTEL_TRACES_SAMPLER` value and its argument; an
+/// unknown name or a bad argument falls back to `ratio`. Every sampler is
+/// parent-based here: a child always follows its parent's decision.
+pub fn ratio_from(name: Option<&str>, arg: Option<&str>, ratio: f64) -> f64 {
     let ratio = arg
         .and_then(|a| a.trim().parse::<f64>().ok())
         .filter(|r| (0.0..=1.0).contains(r))
         .unwrap_or(ratio);
-    let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
     match name.map(str::trim) {
-        Some("always_on") => Sampler::AlwaysOn,
-        Some("always_off") => Sampler::AlwaysOff,
-        Some("traceidratio") => Sampler::TraceIdRatioBased(ratio),
-        Some("parentbased_always_on") => parent(Sampler::AlwaysOn),
-        Some("parentbased_always_off") => parent(Sampler::AlwaysOff),
-        _ => parent(Sampler::TraceIdRatioBased(ratio)),
+        Some("always_on" | "parentbased_always_on") => 1.0,
+        Some("always_off" | "parentbased_always_off") => 0.0,
+        _ => ratio,
     }
 }
 
@@ -181,7 +206,9 @@ fn tracer_provider(
     Some(
         SdkTracerProvider::builder()
             .with_span_processor(batch)
-            .with_sampler(sampler(settings))
+            // Roots are sampled before their span exists (see
+            // `sample_root`); whatever reaches the SDK is recorded.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build(),
     )
@@ -238,6 +265,7 @@ pub fn init(
         .with(otel)
         .try_init()
         .is_ok();
+    ROOT_RATIO.store(root_ratio(settings).to_bits(), Ordering::Relaxed);
     EXPORTING.store(installed && provider.is_some(), Ordering::Relaxed);
     Telemetry { provider }
 }
@@ -290,28 +318,16 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
 mod tests {
     use super::*;
 
-    fn describe(s: &Sampler) -> String {
-        format!("{s:?}")
-    }
-
     #[test]
-    fn sampler_follows_otel_variables_then_the_ratio() {
-        let d = describe(&sampler_from(None, None, 0.25));
-        assert!(d.contains("ParentBased") && d.contains("0.25"), "{d}");
+    fn sampling_follows_otel_variables_then_the_ratio() {
+        assert_eq!(ratio_from(None, None, 0.25), 0.25);
+        assert_eq!(ratio_from(Some("always_off"), None, 1.0), 0.0);
+        assert_eq!(ratio_from(Some("parentbased_always_on"), None, 0.0), 1.0);
+        assert_eq!(ratio_from(Some("traceidratio"), Some("0.5"), 1.0), 0.5);
         assert_eq!(
-            describe(&sampler_from(Some("always_off"), None, 1.0)),
-            describe(&Sampler::AlwaysOff)
-        );
-        let d = describe(&sampler_from(Some("traceidratio"), Some("0.5"), 1.0));
-        assert!(!d.contains("ParentBased") && d.contains("0.5"), "{d}");
-        let d = describe(&sampler_from(
-            Some("parentbased_traceidratio"),
-            Some("7"),
+            ratio_from(Some("parentbased_traceidratio"), Some("7"), 0.1),
             0.1,
-        ));
-        assert!(
-            d.contains("ParentBased") && d.contains("0.1"),
-            "an out-of-range argument is ignored: {d}"
+            "an out-of-range argument is ignored"
         );
     }
 

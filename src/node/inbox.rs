@@ -65,7 +65,8 @@ impl Node {
 
     fn deliver_remote(self: &Arc<Self>, signal: SignalEnvelope) {
         let kind_name = MessageType::from_u8(signal.kind).map_or("SIGNAL", MessageType::as_str);
-        let span = crate::message_span!(
+        let span = crate::child_span!(
+            signal.traceparent.is_some(),
             "deliver",
             otel.name = %format_args!("{kind_name} deliver"),
             otel.kind = "consumer",

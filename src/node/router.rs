@@ -149,7 +149,8 @@ impl Node {
             forwarded: false,
         }
         .encode();
-        let publish = crate::message_span!(
+        let publish = crate::child_span!(
+            !tracing::Span::current().is_disabled(),
             "publish",
             otel.kind = "producer",
             messaging.system = "redis",

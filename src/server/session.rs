@@ -168,7 +168,7 @@ async fn authenticate(node: &Arc<Node>, ws: &mut Ws, shutdown: &mut Shutdown) ->
             Some(Ok(WsMessage::Binary(bytes))) => bytes,
             Some(Ok(_)) => continue,
         };
-        let span = crate::message_span!(
+        let span = crate::root_span!(
             "CONNECT",
             otel.kind = "server",
             signal_manager.node_id = %node.id,
@@ -587,7 +587,7 @@ impl Session {
     }
 
     async fn signal(&mut self, frame: &Frame) -> Option<End> {
-        let span = crate::message_span!(
+        let span = crate::root_span!(
             "route",
             otel.name = %format_args!("{} route", frame.message_type.as_str()),
             otel.kind = "producer",
