@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use signal_manager_service::client::{Client, ConnectOptions, Event};
-use signal_manager_service::protocol::{Codec, Message, MessageType, Payload, SignalPayload};
+use signal_manager_service::protocol::{Codec, Message, MessageType, Payload};
 
 use crate::support::redis_server::RedisServer;
 use crate::support::*;
@@ -12,19 +12,6 @@ use crate::*;
 
 const ALICE: (&str, &str) = ("test_client_1", "test_token_1");
 const BOB: (&str, &str) = ("test_client_2", "test_token_2");
-
-fn signal(kind: MessageType, target: &str, data: &str) -> Message {
-    let p = SignalPayload {
-        target_client_id: target.into(),
-        signal_data: data.into(),
-    };
-    let payload = match kind {
-        MessageType::SignalOffer => Payload::SignalOffer(p),
-        MessageType::SignalAnswer => Payload::SignalAnswer(p),
-        _ => Payload::SignalIceCandidate(p),
-    };
-    Message::new(kind, payload)
-}
 
 #[tokio::test]
 async fn every_signal_type_crosses_nodes_with_its_id_in_the_receivers_codec() {

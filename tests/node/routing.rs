@@ -3,23 +3,10 @@
 use std::time::Duration;
 
 use signal_manager_service::client::{Client, ConnectOptions, Event, Incoming};
-use signal_manager_service::protocol::{Codec, Message, MessageType, Payload, SignalPayload};
+use signal_manager_service::protocol::{Codec, MessageType, Payload};
 
 use crate::support::*;
 use crate::*;
-
-fn signal(kind: MessageType, target: &str, data: &str) -> Message {
-    let p = SignalPayload {
-        target_client_id: target.into(),
-        signal_data: data.into(),
-    };
-    let payload = match kind {
-        MessageType::SignalOffer => Payload::SignalOffer(p),
-        MessageType::SignalAnswer => Payload::SignalAnswer(p),
-        _ => Payload::SignalIceCandidate(p),
-    };
-    Message::new(kind, payload)
-}
 
 #[tokio::test]
 async fn signals_arrive_stamped_with_the_same_id_in_the_receivers_codec() {

@@ -190,6 +190,25 @@ pub async fn recv_close(conn: &mut Connection) -> Option<u16> {
     }
 }
 
+/// A SIGNAL_* message of `kind` for `target`.
+pub fn signal(
+    kind: signal_manager_service::protocol::MessageType,
+    target: &str,
+    data: &str,
+) -> Message {
+    use signal_manager_service::protocol::{MessageType, SignalPayload};
+    let p = SignalPayload {
+        target_client_id: target.into(),
+        signal_data: data.into(),
+    };
+    let payload = match kind {
+        MessageType::SignalOffer => Payload::SignalOffer(p),
+        MessageType::SignalAnswer => Payload::SignalAnswer(p),
+        _ => Payload::SignalIceCandidate(p),
+    };
+    Message::new(kind, payload)
+}
+
 /// Expects an ERROR with `code` answering `id`.
 pub fn assert_error(message: &Message, code: &str, id: uuid::Uuid) {
     match &message.payload {
@@ -267,7 +286,7 @@ impl ChildNode {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        signal(self.child.id(), "TERM");
+        send_os_signal(self.child.id(), "TERM");
     }
 
     /// Sends SIGKILL.
@@ -299,7 +318,7 @@ impl Drop for ChildNode {
 }
 
 /// Sends a signal to a process by name (`TERM`, `KILL`, `STOP`, `CONT`).
-pub fn signal(pid: u32, name: &str) {
+pub fn send_os_signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status();
