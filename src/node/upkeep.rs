@@ -80,11 +80,16 @@ impl Health {
 }
 
 /// Aborts the node's background tasks when dropped.
-pub struct Background(Vec<JoinHandle<()>>);
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    /// The bus holds the node's sink weakly; this keeps it alive while the
+    /// node runs.
+    _sink: Arc<dyn crate::bus::EnvelopeSink>,
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -98,16 +103,11 @@ impl Node {
             Arc::new(super::inbox::NodeSink(Arc::downgrade(self)));
         self.bus.subscribe(&self.id, Arc::clone(&sink)).await?;
         let _ = self.upkeep_once().await;
-        // The bus holds the sink weakly; the node's background keeps it.
-        let mut tasks = vec![tokio::spawn(async move {
-            let _sink = sink;
-            std::future::pending::<()>().await;
-        })];
         let node = Arc::clone(self);
-        tasks.push(tokio::spawn(async move { node.run_upkeep().await }));
+        let mut tasks = vec![tokio::spawn(async move { node.run_upkeep().await })];
         let node = Arc::clone(self);
         tasks.push(tokio::spawn(async move { node.run_probes().await }));
-        Ok(Background(tasks))
+        Ok(Background { tasks, _sink: sink })
     }
 
     /// Removes this node's liveness record (end of a clean shutdown).
