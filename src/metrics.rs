@@ -65,7 +65,7 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     /// 1 while the node drains.
     pub draining: Gauge,
-    /// Trace spans dropped because their export failed (collector unreachable).
+    /// Trace spans dropped: the export queue was full or their export failed.
     pub spans_dropped: Counter,
 }
 
@@ -239,7 +239,7 @@ impl Metrics {
         );
         r.register(
             "spans_dropped",
-            "Trace spans dropped because their export to the collector failed",
+            "Trace spans dropped: export queue full or export to the collector failed",
             m.spans_dropped.clone(),
         );
         Metrics {

@@ -19,6 +19,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -140,19 +141,29 @@ pub fn ratio_from(name: Option<&str>, arg: Option<&str>, ratio: f64) -> f64 {
     }
 }
 
+/// Spans ended but not yet exported (queued or being exported), shared by
+/// the counting processor and exporter below.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::atomic::AtomicUsize);
+
+/// Most spans waiting for export before new ones are dropped (and counted).
+const EXPORT_QUEUE: usize = 8192;
+
 /// Counts spans whose export failed (collector down), then drops them.
 #[derive(Debug)]
 struct CountingExporter<E> {
     inner: E,
     dropped: prometheus_client::metrics::counter::Counter,
+    in_flight: Arc<InFlight>,
 }
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
+        let n = batch.len();
         let result = self.inner.export(batch).await;
+        self.in_flight.0.fetch_sub(n, Ordering::AcqRel);
         if result.is_err() {
-            self.dropped.inc_by(n);
+            self.dropped.inc_by(n as u64);
         }
         result
     }
@@ -163,6 +174,43 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn force_flush(&self) -> OTelSdkResult {
         self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// In front of the batch processor: drops (and counts) a span when the
+/// export queue is full, instead of letting the processor drop it
+/// silently. Never blocks the hot path.
+#[derive(Debug)]
+struct BoundedProcessor<P> {
+    inner: P,
+    dropped: prometheus_client::metrics::counter::Counter,
+    in_flight: Arc<InFlight>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.in_flight.0.fetch_add(1, Ordering::AcqRel) >= EXPORT_QUEUE {
+            self.in_flight.0.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.inc();
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -183,14 +231,18 @@ fn tracer_provider(
         .build()
         .map_err(|e| eprintln!("signal-manager-service: cannot build the OTLP exporter: {e}"))
         .ok()?;
+    let in_flight = Arc::new(InFlight::default());
     let exporter = CountingExporter {
         inner: exporter,
         dropped: metrics.spans_dropped.clone(),
+        in_flight: Arc::clone(&in_flight),
     };
     let batch = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
             BatchConfigBuilder::default()
-                .with_max_queue_size(8192)
+                // One more than the bound in front of it: the processor
+                // itself never has to drop.
+                .with_max_queue_size(EXPORT_QUEUE + 1)
                 .with_max_export_batch_size(512)
                 .with_scheduled_delay(std::time::Duration::from_millis(500))
                 .build(),
@@ -205,7 +257,11 @@ fn tracer_provider(
         .build();
     Some(
         SdkTracerProvider::builder()
-            .with_span_processor(batch)
+            .with_span_processor(BoundedProcessor {
+                inner: batch,
+                dropped: metrics.spans_dropped.clone(),
+                in_flight,
+            })
             // Roots are sampled before their span exists (see
             // `sample_root`); whatever reaches the SDK is recorded.
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -329,6 +385,62 @@ mod tests {
             0.1,
             "an out-of-range argument is ignored"
         );
+    }
+
+    #[derive(Debug, Default)]
+    struct Recording(std::sync::atomic::AtomicUsize);
+
+    impl SpanProcessor for Recording {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+        fn on_end(&self, _: SpanData) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: std::time::Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn span() -> SpanData {
+        use opentelemetry::trace::{SpanContext, SpanId, SpanKind};
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "test".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_full_export_queue_drops_and_counts() {
+        let dropped = prometheus_client::metrics::counter::Counter::default();
+        let in_flight = Arc::new(InFlight::default());
+        let p = BoundedProcessor {
+            inner: Recording::default(),
+            dropped: dropped.clone(),
+            in_flight: Arc::clone(&in_flight),
+        };
+        for _ in 0..EXPORT_QUEUE + 5 {
+            p.on_end(span());
+        }
+        assert_eq!(p.inner.0.load(Ordering::SeqCst), EXPORT_QUEUE);
+        assert_eq!(dropped.get(), 5);
+        // An export frees room again.
+        in_flight.0.fetch_sub(10, Ordering::SeqCst);
+        p.on_end(span());
+        assert_eq!(p.inner.0.load(Ordering::SeqCst), EXPORT_QUEUE + 1);
+        assert_eq!(dropped.get(), 5);
     }
 
     #[test]
