@@ -569,16 +569,33 @@ impl Session {
             );
         }
         self.invalid_streak = 0;
+        let span = crate::root_span!(
+            "CONNECT",
+            otel.kind = "server",
+            signal_manager.node_id = %self.node.id,
+            signal_manager.client_id = self.client.as_str(),
+            signal_manager.codec = self.handle.codec.as_str(),
+            signal_manager.session_id = %self.handle.session_id,
+            signal_manager.refresh = true,
+            signal_manager.auth_result = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::record_ids(&span);
+        let _entered = span.enter();
         match self
             .node
             .auth
             .verify(self.client.as_str(), &payload.auth_token)
         {
             Ok(verified) => {
+                span.record("signal_manager.auth_result", "ok");
                 self.expires_at = to_instant(verified.expires_at);
                 self.queue(self.connect_ack(id));
             }
             Err(e) => {
+                span.record("signal_manager.auth_result", e.code().as_str());
+                telemetry::record_error(&span, e.code(), "token refresh refused");
                 self.node.metrics.auth_failed(e.reason());
                 self.reply_error(id, e.code(), &e.to_string());
             }

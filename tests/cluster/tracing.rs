@@ -207,6 +207,28 @@ async fn one_cross_node_signal_is_one_trace_across_two_nodes() {
         .any(|s| attr(s, "signal_manager.auth_result") == "ok"
             && attr(s, "signal_manager.codec") == "cbor"));
 
+    // A token refresh on the live session is traced too.
+    let refresh = Message::new(
+        MessageType::Connect,
+        Payload::Connect(signal_manager_service::protocol::ConnectPayload {
+            client_id: "test_client_1".into(),
+            auth_token: "test_token_1".into(),
+        }),
+    );
+    alice.send(&refresh, Codec::Json).await.unwrap();
+    assert_eq!(
+        recv_message(&mut alice).await.message_id,
+        refresh.message_id
+    );
+    eventually("refresh span", Duration::from_secs(15), || async {
+        spans.lock().unwrap().iter().any(|s| {
+            s.name == "CONNECT"
+                && attr(s, "signal_manager.refresh").contains("true")
+                && attr(s, "signal_manager.auth_result") == "ok"
+        })
+    })
+    .await;
+
     // Cross-node metrics moved as the signal flowed.
     let metrics_b = http_get(&b.admin, "/metrics").await.1;
     assert!(
