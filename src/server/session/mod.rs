@@ -1,0 +1,90 @@
+//! One task per WebSocket: waits for CONNECT, then serves the session as the
+//! only writer to its socket until it ends, and cleans up on every path.
+//!
+//! Layout: `connect.rs` (everything before a successful CONNECT),
+//! `live.rs` (the authenticated session loop and its cleanup), and here the
+//! entry point and the closing helpers both use.
+
+mod connect;
+mod live;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::node::Node;
+use crate::protocol::{CloseCode, DisconnectReason};
+use crate::shutdown::Shutdown;
+use connect::authenticate;
+
+pub(super) type Ws = WebSocketStream<TcpStream>;
+
+/// How long the last frames and the close handshake may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// How a session ends.
+pub(super) enum End {
+    /// Send DISCONNECT with this reason (none for CLIENT_LEFT) and close.
+    Disconnect(DisconnectReason),
+    /// An ERROR is already queued; close with this code.
+    AfterError(CloseCode),
+    /// The socket is gone; only clean up.
+    Gone,
+}
+
+/// Serves one WebSocket from upgrade to close.
+pub(super) async fn run(node: &Arc<Node>, mut ws: Ws, mut shutdown: Shutdown) {
+    // The one-off phases are boxed: a task's future is as large as its
+    // largest state, and only the session loop should stay resident.
+    let Some(mut session) = Box::pin(authenticate(node, &mut ws, &mut shutdown)).await else {
+        return;
+    };
+    let end = session.serve(&mut ws, &mut shutdown).await;
+    Box::pin(session.finish(&mut ws, end)).await;
+}
+
+/// Reads until the peer's close (or the socket ends), within a grace period.
+pub(super) async fn await_close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+pub(super) fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code: WsCloseCode::from(code.0),
+        reason: reason.into(),
+    }))
+}
+
+pub(super) fn is_too_big(error: &WsError) -> bool {
+    matches!(
+        error,
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_)
+    )
+}
+
+/// Sends `frames`, then a close frame, then waits for the peer's close.
+pub(super) async fn send_and_close(ws: &mut Ws, frames: Vec<Bytes>, code: CloseCode, node: &Node) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        for frame in frames {
+            node.metrics.frame_sent(frame[1]);
+            if ws.feed(WsMessage::Binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        if ws.send(close_frame(code, "")).await.is_ok() {
+            await_close(ws).await;
+        }
+    })
+    .await;
+}
