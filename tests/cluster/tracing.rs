@@ -123,6 +123,28 @@ async fn traced_node(
     .await
 }
 
+/// Redis, two traced nodes, alice on node-a (JSON) and bob on node-b.
+async fn traced_pair(
+    name: &str,
+    endpoint: &str,
+    bob_codec: Codec,
+) -> (RedisServer, ChildNode, ChildNode, Connection, Connection) {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix(name);
+    let a = traced_node(&redis, &prefix, "node-a", endpoint).await;
+    let b = traced_node(&redis, &prefix, "node-b", endpoint).await;
+    let mut alice = Connection::open(&a.url).await.unwrap();
+    alice
+        .authenticate("test_client_1", "test_token_1", Codec::Json)
+        .await
+        .unwrap();
+    let mut bob = Connection::open(&b.url).await.unwrap();
+    bob.authenticate("test_client_2", "test_token_2", bob_codec)
+        .await
+        .unwrap();
+    (redis, a, b, alice, bob)
+}
+
 fn attr<'a>(span: &'a Exported, key: &str) -> &'a str {
     span.attributes
         .iter()
@@ -133,19 +155,7 @@ fn attr<'a>(span: &'a Exported, key: &str) -> &'a str {
 #[tokio::test]
 async fn one_cross_node_signal_is_one_trace_across_two_nodes() {
     let (endpoint, spans) = receiver().await;
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix("trace");
-    let a = traced_node(&redis, &prefix, "node-a", &endpoint).await;
-    let b = traced_node(&redis, &prefix, "node-b", &endpoint).await;
-    let mut alice = Connection::open(&a.url).await.unwrap();
-    alice
-        .authenticate("test_client_1", "test_token_1", Codec::Json)
-        .await
-        .unwrap();
-    let mut bob = Connection::open(&b.url).await.unwrap();
-    bob.authenticate("test_client_2", "test_token_2", Codec::Cbor)
-        .await
-        .unwrap();
+    let (_redis, _a, b, mut alice, mut bob) = traced_pair("trace", &endpoint, Codec::Cbor).await;
     let offer = Message::new(
         MessageType::SignalOffer,
         Payload::SignalOffer(SignalPayload {
@@ -239,20 +249,8 @@ async fn one_cross_node_signal_is_one_trace_across_two_nodes() {
 
 #[tokio::test]
 async fn a_node_keeps_serving_when_the_collector_is_unreachable() {
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix("nocollector");
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let a = traced_node(&redis, &prefix, "node-a", &dead).await;
-    let b = traced_node(&redis, &prefix, "node-b", &dead).await;
-    let mut alice = Connection::open(&a.url).await.unwrap();
-    alice
-        .authenticate("test_client_1", "test_token_1", Codec::Json)
-        .await
-        .unwrap();
-    let mut bob = Connection::open(&b.url).await.unwrap();
-    bob.authenticate("test_client_2", "test_token_2", Codec::Json)
-        .await
-        .unwrap();
+    let (_redis, a, _b, mut alice, mut bob) = traced_pair("nocollector", &dead, Codec::Json).await;
     for _ in 0..20 {
         let offer = Message::new(
             MessageType::SignalOffer,
