@@ -142,28 +142,11 @@ async fn redis_down_means_unavailable_cross_node_and_routing_returns_with_redis(
     // Cross-node: UNAVAILABLE at once, never a hang.
     let id = alice.offer("test_client_2", "x").await.unwrap();
     let started = Instant::now();
-    match tokio::time::timeout(Duration::from_secs(5), alice.next_event())
-        .await
-        .unwrap()
-    {
-        Some(Event::Error {
-            message_id, code, ..
-        }) => {
-            assert_eq!(message_id, id);
-            assert_eq!(code, "UNAVAILABLE");
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_error_event(&mut alice, id, "UNAVAILABLE").await;
     println!("UNAVAILABLE answered in {:?}", started.elapsed());
     // Same-node routing keeps working.
     let id = alice.offer("test_client_1", "to myself").await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), alice.next_event())
-        .await
-        .unwrap()
-    {
-        Some(Event::Signal(s)) => assert_eq!(s.message_id, id),
-        other => panic!("{other:?}"),
-    }
+    expect_signal_event(&mut alice, id).await;
     let admin = a.admin.clone();
     eventually(
         "readiness 503 without Redis",

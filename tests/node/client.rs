@@ -26,31 +26,13 @@ async fn the_client_heartbeats_on_its_own_and_reports_errors_with_ids() {
     // Well past the 3 s idle timeout: heartbeats keep the session.
     tokio::time::sleep(Duration::from_millis(4500)).await;
     let id = alice.offer("nobody", "x").await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), alice.next_event())
-        .await
-        .unwrap()
-    {
-        Some(Event::Error {
-            message_id, code, ..
-        }) => {
-            assert_eq!(message_id, id);
-            assert_eq!(code, "PEER_NOT_FOUND");
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_error_event(&mut alice, id, "PEER_NOT_FOUND").await;
     let id = alice.ice_candidate(ALICE.0, "candidate").await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), alice.next_event())
-        .await
-        .unwrap()
-    {
-        Some(Event::Signal(s)) => {
-            assert_eq!(
-                (s.kind, s.message_id, s.source.as_str()),
-                (MessageType::SignalIceCandidate, id, ALICE.0)
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let s = expect_signal_event(&mut alice, id).await;
+    assert_eq!(
+        (s.kind, s.source.as_str()),
+        (MessageType::SignalIceCandidate, ALICE.0)
+    );
 }
 
 #[tokio::test]
@@ -105,11 +87,5 @@ async fn the_client_reconnects_with_a_fresh_token_after_a_node_restart() {
         "a fresh token was minted for the reconnect"
     );
     let id = alice.offer("alice", "after restart").await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), alice.next_event())
-        .await
-        .unwrap()
-    {
-        Some(Event::Signal(s)) => assert_eq!(s.message_id, id),
-        other => panic!("{other:?}"),
-    }
+    expect_signal_event(&mut alice, id).await;
 }

@@ -220,6 +220,37 @@ pub fn assert_error(message: &Message, code: &str, id: uuid::Uuid) {
     }
 }
 
+/// Waits for the client's next event and expects an ERROR `code` for `id`.
+pub async fn expect_error_event(
+    client: &mut signal_manager_service::client::Client,
+    id: uuid::Uuid,
+    code: &str,
+) {
+    use signal_manager_service::client::Event;
+    match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await {
+        Ok(Some(Event::Error {
+            message_id,
+            code: got,
+            ..
+        })) => {
+            assert_eq!((message_id, got.as_str()), (id, code));
+        }
+        other => panic!("expected ERROR {code} for {id}, got {other:?}"),
+    }
+}
+
+/// Waits for the client's next event and expects the signal `id`.
+pub async fn expect_signal_event(
+    client: &mut signal_manager_service::client::Client,
+    id: uuid::Uuid,
+) -> signal_manager_service::client::IncomingSignal {
+    use signal_manager_service::client::Event;
+    match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await {
+        Ok(Some(Event::Signal(s))) if s.message_id == id => s,
+        other => panic!("expected signal {id}, got {other:?}"),
+    }
+}
+
 /// Expects a DISCONNECT with `reason`.
 pub fn assert_disconnect(message: &Message, reason: &str) {
     match &message.payload {
