@@ -36,8 +36,9 @@ command -v redis-server >/dev/null || {
 }
 
 echo "building release..." >&2
-cargo build --release --quiet
+cargo build --release --quiet -p signal-manager-service -p signal-manager-loadgen
 BIN="$CARGO_TARGET_DIR/release/signal-manager-service"
+LOADGEN="$CARGO_TARGET_DIR/release/signal-manager-loadgen"
 
 REDIS_PID=""
 REDIS_PORT=""
@@ -135,7 +136,7 @@ lg() {
         flags+=(--url "${NODE_URLS[$i]}" --node-pid "${NODE_PIDS[$i]}" --admin-url "${ADMIN_URLS[$i]}")
     done
     local line
-    line="$("$BIN" loadgen "$1" "${flags[@]}" "${@:2}" --secret "$SECRET" \
+    line="$("$LOADGEN" "$1" "${flags[@]}" "${@:2}" --secret "$SECRET" \
         --redis-pid "$REDIS_PID" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --key-prefix "$PREFIX" --label "$name" 2> >(tee -a "$WORK/loadgen.log" | grep -v '^\[[a-z]*\] *[0-9]*s ' >&2))" || true
     if [[ -z "$line" ]]; then

@@ -32,8 +32,8 @@ if ! command -v node >/dev/null; then
 fi
 
 echo "== Rust: unit, property and integration tests"
-cargo test --all-targets
-cargo test --doc
+cargo test --workspace --all-targets
+cargo test --workspace --doc
 
 echo "== JS client"
 (cd clients/js && node --test)

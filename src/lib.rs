@@ -13,19 +13,18 @@
 //! - [`metrics`], [`telemetry`]: Prometheus metrics, logging and tracing.
 //! - [`app`]: the composition root: builds a node from settings and runs it
 //!   until shutdown.
-//! - [`loadgen`]: the load generator behind the `loadgen` subcommand.
 
 pub mod app;
 pub mod auth;
 pub mod bus;
-pub mod client;
 pub mod config;
 pub mod ids;
-pub mod loadgen;
 pub mod metrics;
 pub mod node;
 pub mod presence;
-pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+
+/// The wire protocol (the `signal-manager-protocol` crate).
+pub use signal_manager_protocol as protocol;

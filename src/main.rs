@@ -66,9 +66,6 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Drive running nodes with a load scenario and print one JSON result
-    /// line (see BENCHMARKS.md).
-    Loadgen(Box<signal_manager_service::loadgen::Args>),
 }
 
 impl Cli {
@@ -97,9 +94,6 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Loadgen(args)) = &cli.command {
-        return signal_manager_service::loadgen::main(args);
-    }
     let loaded = match config::load(&Sources::from_process(cli.config.clone(), cli.flags())) {
         Ok(loaded) => loaded,
         Err(error) => {

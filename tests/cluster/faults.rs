@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use signal_manager_client::{Client, ConnectOptions, Event};
 use signal_manager_service::auth;
-use signal_manager_service::client::{Client, ConnectOptions, Event};
 use signal_manager_service::config::{AuthSettings, Secret};
 use signal_manager_service::protocol::{Codec, Message, MessageType, Payload, SignalPayload};
 use uuid::Uuid;
@@ -61,13 +61,13 @@ async fn a_killed_node_yields_peer_unreachable_then_not_found_and_leaves_no_keys
     let prefix = unique_prefix("kill");
     let a = child(&redis, &prefix, "node-a").await;
     let mut b = child(&redis, &prefix, "node-b").await;
-    let mut bob = signal_manager_service::client::Connection::open(&b.url)
+    let mut bob = signal_manager_client::Connection::open(&b.url)
         .await
         .unwrap();
     bob.authenticate("bob", &token("bob"), Codec::Json)
         .await
         .unwrap();
-    let mut alice = signal_manager_service::client::Connection::open(&a.url)
+    let mut alice = signal_manager_client::Connection::open(&a.url)
         .await
         .unwrap();
     alice
@@ -105,7 +105,7 @@ async fn sigterm_drains_and_removes_the_nodes_records() {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("term");
     let mut b = child(&redis, &prefix, "node-b").await;
-    let mut bob = signal_manager_service::client::Connection::open(&b.url)
+    let mut bob = signal_manager_client::Connection::open(&b.url)
         .await
         .unwrap();
     bob.authenticate("bob", &token("bob"), Codec::Cbor)
@@ -213,7 +213,7 @@ async fn no_signal_is_lost_silently_while_a_node_restarts() {
 
     let mut tasks = Vec::new();
     for (id, url) in &receivers {
-        let tokens: signal_manager_service::client::TokenSource = {
+        let tokens: signal_manager_client::TokenSource = {
             let id = id.clone();
             Arc::new(move || token(&id))
         };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use signal_manager_service::client::{Client, ConnectOptions, Event};
+use signal_manager_client::{Client, ConnectOptions, Event};
 use signal_manager_service::protocol::{Codec, Message, MessageType, Payload};
 
 use crate::support::redis_server::RedisServer;

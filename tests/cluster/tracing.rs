@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message as _;
-use signal_manager_service::client::Connection;
+use signal_manager_client::Connection;
 use signal_manager_service::protocol::{Codec, Message, MessageType, Payload, SignalPayload};
 
 use crate::support::redis_server::RedisServer;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use signal_manager_service::client::Connection;
+use signal_manager_client::Connection;
 use signal_manager_service::protocol::Codec;
 
 use crate::support::*;

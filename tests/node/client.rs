@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use signal_manager_client::{Client, ConnectOptions, Event};
 use signal_manager_service::auth;
-use signal_manager_service::client::{Client, ConnectOptions, Event};
 use signal_manager_service::config::{AuthSettings, Secret};
 use signal_manager_service::protocol::{Codec, MessageType};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use signal_manager_service::client::Incoming;
+use signal_manager_client::Incoming;
 use signal_manager_service::protocol::{Codec, Message, MessageType, Payload};
 use uuid::Uuid;
 

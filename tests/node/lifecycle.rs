@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use signal_manager_client::Incoming;
 use signal_manager_service::auth;
-use signal_manager_service::client::Incoming;
 use signal_manager_service::config::Secret;
 use signal_manager_service::protocol::{
     Codec, Message, MessageType, Payload, PayloadType, RawPayload,
@@ -275,12 +275,12 @@ async fn a_socket_without_connect_is_closed_after_the_connect_timeout() {
 #[tokio::test]
 async fn websocket_path_alias_is_served_and_other_paths_are_not() {
     let node = TestNode::start(test_settings()).await;
-    let mut c = signal_manager_service::client::Connection::open(&format!("{}/ws", node.url))
+    let mut c = signal_manager_client::Connection::open(&format!("{}/ws", node.url))
         .await
         .unwrap();
     c.authenticate(ALICE.0, ALICE.1, JSON).await.unwrap();
     assert!(
-        signal_manager_service::client::Connection::open(&format!("{}/nope", node.url))
+        signal_manager_client::Connection::open(&format!("{}/nope", node.url))
             .await
             .is_err()
     );

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use signal_manager_service::client::{Client, ConnectOptions, Event, Incoming};
+use signal_manager_client::{Client, ConnectOptions, Event, Incoming};
 use signal_manager_service::protocol::{Codec, MessageType, Payload};
 
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! The shared test vectors in `tests/vectors/` (also used by the JS client's
+//! The shared test vectors in `crates/signal-manager-protocol/vectors/` (also used by the JS client's
 //! tests): the Rust encoder and decoder agree with them byte for byte, and a
 //! node answers every invalid vector with its code and message id.
 
@@ -17,7 +17,10 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn load(name: &str) -> Vec<Value> {
-    let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/crates/signal-manager-protocol/vectors/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json")
 }
 

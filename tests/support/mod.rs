@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use signal_manager_client::{Connection, Incoming};
 use signal_manager_service::app::{self, Listeners};
-use signal_manager_service::client::{Connection, Incoming};
 use signal_manager_service::config::Settings;
 use signal_manager_service::node::Node;
 use signal_manager_service::protocol::{Codec, Message, Payload};
@@ -222,11 +222,11 @@ pub fn assert_error(message: &Message, code: &str, id: uuid::Uuid) {
 
 /// Waits for the client's next event and expects an ERROR `code` for `id`.
 pub async fn expect_error_event(
-    client: &mut signal_manager_service::client::Client,
+    client: &mut signal_manager_client::Client,
     id: uuid::Uuid,
     code: &str,
 ) {
-    use signal_manager_service::client::Event;
+    use signal_manager_client::Event;
     match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await {
         Ok(Some(Event::Error {
             message_id,
@@ -241,10 +241,10 @@ pub async fn expect_error_event(
 
 /// Waits for the client's next event and expects the signal `id`.
 pub async fn expect_signal_event(
-    client: &mut signal_manager_service::client::Client,
+    client: &mut signal_manager_client::Client,
     id: uuid::Uuid,
-) -> signal_manager_service::client::IncomingSignal {
-    use signal_manager_service::client::Event;
+) -> signal_manager_client::IncomingSignal {
+    use signal_manager_client::Event;
     match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await {
         Ok(Some(Event::Signal(s))) if s.message_id == id => s,
         other => panic!("expected signal {id}, got {other:?}"),

@@ -1,4 +1,4 @@
-// Writes tests/vectors/frames.json and tests/vectors/invalid.json with this
+// Writes crates/signal-manager-protocol/vectors/frames.json and crates/signal-manager-protocol/vectors/invalid.json with this
 // client's encoder. Both files are committed; the JS and Rust test suites
 // check their codecs against them byte for byte. Run after a deliberate
 // change to the vectors: `node clients/js/scripts/gen-vectors.mjs`.
@@ -15,7 +15,7 @@ import {
   formatUuid,
 } from '../signal-manager.js';
 
-const outDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'tests', 'vectors');
+const outDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'crates', 'signal-manager-protocol', 'vectors');
 
 /** A stable version-4 UUID derived from a name, so vectors do not churn. */
 function idFor(name) {

@@ -1,4 +1,4 @@
-// The shared vectors in tests/vectors/ are the byte-level contract between
+// The shared vectors in crates/signal-manager-protocol/vectors/ are the byte-level contract between
 // this client and the Rust server; both test suites read the same files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ import {
   decodeServerMessage,
 } from '../signal-manager.js';
 
-const load = (name) => JSON.parse(readFileSync(fileURLToPath(new URL(`../../../tests/vectors/${name}`, import.meta.url)), 'utf8'));
+const load = (name) => JSON.parse(readFileSync(fileURLToPath(new URL(`../../../crates/signal-manager-protocol/vectors/${name}`, import.meta.url)), 'utf8'));
 const frames = load('frames.json');
 const invalid = load('invalid.json');
 const fromHex = (h) => Uint8Array.from(Buffer.from(h, 'hex'));

@@ -7,13 +7,26 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::ClientError;
-use crate::protocol::{
+use crate::ClientError;
+use signal_manager_protocol::{
     Codec, ConnectAckPayload, ConnectPayload, DecodeError, Message, MessageType, Payload,
+    MAX_FRAME_LEN,
 };
+
+/// Small buffers (a client holds one or a few sockets, but the load
+/// generator holds thousands) and the protocol's largest frame as the limit.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(2048)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
+}
 
 /// What the server sent.
 #[derive(Debug)]
@@ -69,7 +82,7 @@ impl Connection {
             .await
             .map_err(|e| ClientError::WebSocket(e.into()))?;
         let _ = stream.set_nodelay(true);
-        let config = crate::server::websocket_config();
+        let config = websocket_config();
         let (ws, _) = tokio_tungstenite::client_async_with_config(
             request,
             MaybeTlsStream::Plain(stream),

@@ -128,7 +128,7 @@ fn cbor_reason<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ConnectPayload, WireSignal};
+    use crate::{ConnectPayload, WireSignal};
     use proptest::prelude::*;
 
     fn round_trip<T>(codec: Codec, value: &T) -> T

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{ClientError, Connection, Incoming};
-use crate::protocol::{
+use crate::{ClientError, Connection, Incoming};
+use signal_manager_protocol::{
     encode_frame, encode_raw, Codec, ConnectAckPayload, Message, MessageType, Payload, PayloadType,
     WireSignal,
 };
@@ -208,7 +208,7 @@ impl Client {
     pub async fn refresh(&self, client_id: &str, token: &str) -> Result<Uuid, ClientError> {
         let msg = Message::new(
             MessageType::Connect,
-            Payload::Connect(crate::protocol::ConnectPayload {
+            Payload::Connect(signal_manager_protocol::ConnectPayload {
                 client_id: client_id.to_owned(),
                 auth_token: token.to_owned(),
             }),
@@ -277,7 +277,7 @@ impl Task {
         }
     }
 
-    async fn reconnect(&mut self, tokens: &super::TokenSource) -> Option<ConnectAckPayload> {
+    async fn reconnect(&mut self, tokens: &crate::TokenSource) -> Option<ConnectAckPayload> {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..30 {
             // Full jitter: a random fraction of the current backoff.

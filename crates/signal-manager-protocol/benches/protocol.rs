@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use signal_manager_service::protocol::{
+use signal_manager_protocol::{
     encode_frame, encode_signal, Codec, Frame, Message, MessageType, WireSignal,
 };
 use uuid::Uuid;

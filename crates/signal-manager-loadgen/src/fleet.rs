@@ -10,20 +10,49 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Common;
-use crate::auth::{self, DEV_TOKENS};
-use crate::client::{ClientError, Connection, Incoming};
-use crate::config::{AuthSettings, Secret};
-use crate::protocol::{encode_raw, Codec, ConnectAckPayload, MessageType, PayloadType};
+use signal_manager_client::{ClientError, Connection, Incoming};
+use signal_manager_protocol::{encode_raw, Codec, ConnectAckPayload, MessageType, PayloadType};
 
 /// Tokens minted here live this long (longer than any bounded run).
 const TOKEN_TTL: Duration = Duration::from_secs(4 * 3600);
+
+/// The development pairs a node without a secret accepts on loopback
+/// (PROTOCOL.md, "Authentication").
+const DEV_TOKENS: [(&str, &str); 2] = [
+    ("test_client_1", "test_token_1"),
+    ("test_client_2", "test_token_2"),
+];
+
+/// The claims of a minted token: the node checks `sub` and `exp`.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: u64,
+    iat: u64,
+}
+
+/// An HS256 token for `client_id`, as the node's `token` subcommand mints.
+fn mint(secret: &str, client_id: &str, ttl: Duration) -> Result<String, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        sub: client_id,
+        exp: now.saturating_add(ttl.as_secs()),
+        iat: now,
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        .map_err(|e| format!("cannot mint a token: {e}"))
+}
 
 /// How a fleet of clients authenticates.
 pub struct Fleet {
     urls: Vec<String>,
     sources: Common,
     prefix: String,
-    auth: Option<AuthSettings>,
+    secret: Option<String>,
     /// The session codec of every client.
     pub codec: Codec,
 }
@@ -41,11 +70,8 @@ impl Fleet {
     /// A fleet for `clients` clients; without a secret only the two
     /// development ids exist, so more clients need one.
     pub fn new(common: &Common, clients: usize) -> Result<Fleet, String> {
-        let auth = common.secret().map(|secret| AuthSettings {
-            token_secret: Some(Secret::new(secret)),
-            ..AuthSettings::default()
-        });
-        if auth.is_none() && clients > DEV_TOKENS.len() {
+        let secret = common.secret();
+        if secret.is_none() && clients > DEV_TOKENS.len() {
             return Err(format!(
                 "{clients} clients need --secret (or SIGNAL_MANAGER_AUTH_TOKEN_SECRET): without one only the {} development ids exist",
                 DEV_TOKENS.len()
@@ -55,7 +81,7 @@ impl Fleet {
             urls: common.urls.clone(),
             sources: common.clone(),
             prefix: common.id_prefix(),
-            auth,
+            secret,
             codec: common.codec.into(),
         })
     }
@@ -72,7 +98,7 @@ impl Fleet {
 
     /// Client `i`'s id.
     pub fn client_id(&self, i: usize) -> String {
-        match self.auth {
+        match self.secret {
             Some(_) => format!("{}{i}", self.prefix),
             None => DEV_TOKENS[i % DEV_TOKENS.len()].0.to_owned(),
         }
@@ -80,10 +106,8 @@ impl Fleet {
 
     /// A token for client `i`.
     pub fn token(&self, i: usize) -> Result<String, String> {
-        match &self.auth {
-            Some(settings) => {
-                auth::mint(settings, &self.client_id(i), TOKEN_TTL).map_err(|e| e.to_string())
-            }
+        match &self.secret {
+            Some(secret) => mint(secret, &self.client_id(i), TOKEN_TTL),
             None => Ok(DEV_TOKENS[i % DEV_TOKENS.len()].1.to_owned()),
         }
     }
@@ -163,7 +187,7 @@ pub async fn hold(
         tokio::select! {
             incoming = connection.recv() => match incoming {
                 Ok(Incoming::Message(m)) => {
-                    if let crate::protocol::Payload::Disconnect(d) = m.payload {
+                    if let signal_manager_protocol::Payload::Disconnect(d) = m.payload {
                         reason = Some(d.reason);
                     }
                 }

@@ -9,8 +9,8 @@
 //! It uses the development tokens, so it works against a node started
 //! without configuration on a loopback address.
 
-use signal_manager_service::client::{Client, ConnectOptions, Event};
-use signal_manager_service::protocol::Codec;
+use signal_manager_client::protocol::Codec;
+use signal_manager_client::{Client, ConnectOptions, Event};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -165,7 +165,7 @@ mod proto_file {
 
     #[test]
     fn proto_file_matches_the_structs() {
-        let text = include_str!("../../proto/signal_manager/v1/signal_manager.proto");
+        let text = include_str!("../proto/signal_manager/v1/signal_manager.proto");
         let f = |pairs: &[(&str, u32)]| {
             pairs
                 .iter()

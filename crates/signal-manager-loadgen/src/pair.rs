@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::fleet::{self, error_kind, ErrorCounts};
 use super::report::histogram;
-use crate::client::{ClientError, Connection, Incoming};
-use crate::protocol::{encode_frame, Message, MessageType, Payload, WireSignal};
+use signal_manager_client::{ClientError, Connection, Incoming};
+use signal_manager_protocol::{encode_frame, Message, MessageType, Payload, WireSignal};
 
 /// What one pair's two tasks share.
 #[derive(Default)]
@@ -66,7 +66,7 @@ pub(super) struct SendPlan {
     pub(super) target: String,
     pub(super) id_tag: u64,
     pub(super) size: usize,
-    pub(super) codec: crate::protocol::Codec,
+    pub(super) codec: signal_manager_protocol::Codec,
     pub(super) window: u64,
     /// Fixed rate: (period per signal, first send); `None` = saturation.
     pub(super) pace: Option<(Duration, Instant)>,
@@ -291,7 +291,7 @@ fn check(message: &Message, source: &str, id_tag: u64) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Codec;
+    use signal_manager_protocol::Codec;
 
     #[test]
     fn frames_carry_sequence_and_time_and_pad_to_size() {

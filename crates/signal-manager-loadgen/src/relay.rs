@@ -23,8 +23,8 @@ use super::pair::{now_us, receive, send, PairState, SendPlan, Window};
 use super::proc_stats::CpuSnapshot;
 use super::report::{histogram, percentile_line, percentiles, Progress, Report};
 use super::Common;
-use crate::client::Connection;
-use crate::protocol::MessageType;
+use signal_manager_client::Connection;
+use signal_manager_protocol::MessageType;
 
 /// `loadgen relay` flags.
 #[derive(ClapArgs, Debug, Clone)]

@@ -15,7 +15,7 @@ use super::fleet::{self, error_kind, ErrorCounts, Fleet};
 use super::proc_stats::CpuSnapshot;
 use super::report::{histogram, percentile_line, percentiles, Progress, Report};
 use super::Common;
-use crate::client::Connection;
+use signal_manager_client::Connection;
 
 /// `loadgen connect` flags.
 #[derive(ClapArgs, Debug, Clone)]

@@ -1,5 +1,5 @@
-//! The load generator behind `signal-manager-service loadgen`: drives running
-//! nodes through the crate's own client and prints one JSON result line per
+//! `signal-manager-loadgen`: drives running Signal Manager nodes through the
+//! project's Rust client and prints one JSON result line per
 //! run on stdout (a human summary and a progress line go to stderr).
 //!
 //! It owns the scenarios and their measurements; it does not start nodes or
@@ -20,7 +20,7 @@ mod connect;
 mod fleet;
 mod idle;
 mod pair;
-pub mod proc_stats;
+mod proc_stats;
 mod relay;
 mod report;
 mod storm;
@@ -29,15 +29,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use signal_manager_protocol::Codec;
 
-use crate::protocol::Codec;
-
-pub use report::Report;
-
-/// `loadgen` flags: a scenario and its parameters.
-#[derive(ClapArgs, Debug, Clone)]
-pub struct Args {
+/// Drive running nodes with a load scenario and print one JSON result line
+/// (see BENCHMARKS.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "signal-manager-loadgen", version, about)]
+struct Args {
     /// The scenario to run.
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -182,7 +181,8 @@ fn is_loopback_url(url: &str) -> bool {
 
 /// Runs the chosen scenario on its own runtime; exit 0 when it passed, 1
 /// when it failed (loss, duplicates, reordering, errors), 2 on bad flags.
-pub fn main(args: &Args) -> ExitCode {
+fn main() -> ExitCode {
+    let args = Args::parse();
     let common = match &args.scenario {
         Scenario::Relay(a) => &a.common,
         Scenario::Idle(a) => &a.common,

@@ -9,8 +9,8 @@
 //!   with jittered exponential backoff.
 //!
 //! ```no_run
-//! use signal_manager_service::client::{Client, ConnectOptions, Event};
-//! use signal_manager_service::protocol::Codec;
+//! use signal_manager_client::{Client, ConnectOptions, Event};
+//! use signal_manager_client::protocol::Codec;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut alice = Client::connect(ConnectOptions::new("ws://127.0.0.1:8080", "test_client_1", "test_token_1")).await?;
@@ -28,6 +28,9 @@
 mod connection;
 mod session;
 
+/// The wire protocol this client speaks (re-exported for convenience).
+pub use signal_manager_protocol as protocol;
+
 pub use connection::{Connection, Incoming};
 pub use session::{Client, ConnectOptions, Event, IncomingSignal, TokenSource};
 
@@ -39,7 +42,7 @@ pub enum ClientError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     /// A message could not be encoded.
     #[error(transparent)]
-    Encode(#[from] crate::protocol::EncodeError),
+    Encode(#[from] signal_manager_protocol::EncodeError),
     /// The server refused CONNECT.
     #[error("connect refused: {code}: {message}")]
     Refused {

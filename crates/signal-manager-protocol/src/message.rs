@@ -55,7 +55,7 @@ impl Payload {
 /// One protocol message.
 ///
 /// ```
-/// use signal_manager_service::protocol::{Codec, ConnectPayload, Message, MessageType, Payload};
+/// use signal_manager_protocol::{Codec, ConnectPayload, Message, MessageType, Payload};
 ///
 /// let msg = Message::new(
 ///     MessageType::Connect,
