@@ -27,7 +27,7 @@ async fn connect_ack_carries_the_connect_id_in_every_codec() {
             panic!("not an ack")
         };
         assert_eq!(p.client_id, ALICE.0);
-        assert_eq!(p.node_id, node.node.id.as_str());
+        assert_eq!(p.node_id, node.node.id().as_str());
         assert_eq!(p.heartbeat_interval_ms, 30_000);
         assert!(uuid::Uuid::parse_str(&p.session_id).is_ok());
         // The ack is in the session codec.

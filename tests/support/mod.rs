@@ -15,9 +15,9 @@ use std::time::Duration;
 use signal_manager_client::{Connection, Incoming};
 use signal_manager_service::app::{self, Listeners};
 use signal_manager_service::config::Settings;
-use signal_manager_service::node::Node;
 use signal_manager_service::protocol::{Codec, Message, Payload};
 use signal_manager_service::shutdown::{self, ShutdownTrigger};
+use signal_manager_service::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -55,7 +55,7 @@ impl TestNode {
 
     /// Runs an already built node.
     pub async fn run(node: Arc<Node>) -> TestNode {
-        let listeners = app::bind(&node.settings).await.expect("bind");
+        let listeners = app::bind(node.settings()).await.expect("bind");
         let url = format!("ws://{}", listeners.websocket.local_addr().unwrap());
         let admin = format!("{}", listeners.admin.local_addr().unwrap());
         let (trigger, shutdown) = shutdown::channel();
