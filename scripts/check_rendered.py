@@ -5,7 +5,7 @@
       Split a multi-document manifest: resources of custom resource
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
   check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
-                                  [--no-secret] [--expect-kind KIND ...]
+                                  [--no-secret] [--expect-kind KIND ...] [--jwks URL]
       Check a `helm template` output of the signal-manager chart.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
@@ -31,16 +31,27 @@ import yaml
 
 CRD_GROUPS = ("monitoring.coreos.com/",)
 
-# Configuration keys a node accepts (docs: configuration contract).
+# Configuration keys a node accepts (docs: configuration contract), with the
+# keys added with protocol version 1.1.
 CONFIG_KEYS = {
     "server": {"host", "port", "max_connections", "heartbeat_interval", "connect_timeout",
-               "drain_timeout", "rate_limit_per_second", "rate_limit_burst"},
-    "auth": {"token_secret", "public_key_path", "issuer", "audience", "token_expiry", "leeway"},
-    "cluster": {"redis_url", "node_id", "key_prefix", "presence_ttl"},
-    "admin": {"host", "port"},
+               "drain_timeout", "rate_limit_per_second", "rate_limit_burst", "resume_window"},
+    "auth": {"token_secret", "public_key_path", "issuer", "audience", "token_expiry", "leeway",
+             "jwks_url", "jwks_refresh", "peers_claim", "require_peers_claim"},
+    "cluster": {"redis_url", "node_id", "key_prefix", "presence_ttl", "delivery_timeout",
+                "redis_mode", "redis_sentinel_master", "redis_sentinel_password",
+                "redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path", "redis_tls_insecure"},
+    "admin": {"host", "port", "api_token"},
     "logging": {"level", "format"},
     "telemetry": {"otlp_endpoint", "service_name", "sample_ratio"},
+    "turn": {"urls", "stun_urls", "secret", "ttl"},
 }
+# Secret keys: never in the ConfigMap, always from a Secret.
+SECRET_KEYS = {("auth", "token_secret"), ("cluster", "redis_url"), ("cluster", "redis_sentinel_password"),
+               ("turn", "secret"), ("admin", "api_token")}
+# At most one of these verifies tokens; a node on 0.0.0.0 needs one.
+AUTH_SOURCES = ("token_secret", "public_key_path", "jwks_url")
+ENV_PREFIX = "SIGNAL_MANAGER_"
 DEFAULT_DRAIN_TIMEOUT = 10
 
 # Metric families the service exports; histograms add _bucket/_sum/_count.
@@ -112,6 +123,12 @@ def by_kind(docs, kind):
     return [d for d in docs if d.get("kind") == kind]
 
 
+def env_key(name):
+    """SIGNAL_MANAGER_CLUSTER_REDIS_URL -> ("cluster", "redis_url"), as the node reads it."""
+    section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+    return section, key
+
+
 def cmd_helm(args):
     c = Checker()
     docs = load_docs(args.rendered)
@@ -178,6 +195,8 @@ def cmd_helm(args):
     c.check(container.get("args") == ["--config", "/etc/signal-manager/config.toml"],
             f"container args are {container.get('args')}")
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    secret_volumes = {n: v["secret"] for n, v in volumes.items() if "secret" in v}
     c.check("/etc/signal-manager/config.toml" in mounts, "config.toml is not mounted")
     config = None
     for cm in by_kind(docs, "ConfigMap"):
@@ -197,8 +216,43 @@ def cmd_helm(args):
         ratio = config.get("telemetry", {}).get("sample_ratio")
         c.check(isinstance(ratio, float) and 0 <= ratio <= 1,
                 f"telemetry.sample_ratio {ratio!r} is not a float in [0, 1]")
-        c.check("token_secret" not in config.get("auth", {}), "token secret written into the ConfigMap")
-        c.check("redis_url" not in config.get("cluster", {}), "Redis URL written into the ConfigMap")
+        for section, key in sorted(SECRET_KEYS):
+            c.check(key not in config.get(section, {}), f"secret {section}.{key} written into the ConfigMap")
+        auth = config.get("auth", {})
+        for key in ("jwks_refresh",):
+            if key in auth:
+                c.check(isinstance(auth[key], int) and auth[key] > 0, f"auth.{key} {auth[key]!r} is not a positive integer")
+        if "jwks_refresh" in auth:
+            c.check("jwks_url" in auth, "auth.jwks_refresh written without auth.jwks_url")
+        if "peers_claim" in auth:
+            c.check(isinstance(auth["peers_claim"], str) and auth["peers_claim"],
+                    f"auth.peers_claim {auth['peers_claim']!r} is not a claim name")
+        if "require_peers_claim" in auth:
+            c.check(isinstance(auth["require_peers_claim"], bool), "auth.require_peers_claim is not a boolean")
+    config = config or {}
+
+    # Every SIGNAL_MANAGER_* variable sets a key the node knows (a misspelt
+    # one is only a warning at start-up, so the setting would be lost).
+    env_keys = {}
+    for name in env:
+        if name.startswith(ENV_PREFIX):
+            section, key = env_key(name)
+            if c.check(key in CONFIG_KEYS.get(section, set()), f"environment variable {name} sets no known key"):
+                env_keys[(section, key)] = env[name]
+    for (section, key), e in env_keys.items():
+        if (section, key) in SECRET_KEYS:
+            c.check("secretKeyRef" in e.get("valueFrom", {}), f"{e['name']} does not come from a Secret")
+
+    def configured(section, key):
+        return key in config.get(section, {}) or (section, key) in env_keys
+
+    # Exactly one way to verify tokens: two stop the node, none on 0.0.0.0 too.
+    sources = [k for k in AUTH_SOURCES if configured("auth", k)]
+    c.check(len(sources) == 1, f"tokens are verified with {sources or 'nothing'}; exactly one of "
+                               f"{', '.join(AUTH_SOURCES)} is needed")
+    if args.jwks:
+        c.check(config.get("auth", {}).get("jwks_url") == args.jwks,
+                f"auth.jwks_url is {config.get('auth', {}).get('jwks_url')!r}, expected {args.jwks}")
 
     # Draining: grace period above preStop sleep + drain timeout.
     drain = (config or {}).get("server", {}).get("drain_timeout", DEFAULT_DRAIN_TIMEOUT)
@@ -217,12 +271,6 @@ def cmd_helm(args):
     node_id = env.get("SIGNAL_MANAGER_CLUSTER_NODE_ID", {})
     c.check(node_id.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
             "SIGNAL_MANAGER_CLUSTER_NODE_ID is not the pod name")
-    c.check("SIGNAL_MANAGER_AUTH_TOKEN_SECRET" in env or "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env,
-            "neither a token secret nor a public key reaches the node")
-    for secret_env in ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", "SIGNAL_MANAGER_CLUSTER_REDIS_URL"):
-        if secret_env in env:
-            c.check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
-                    f"{secret_env} does not come from a Secret")
     if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
         path = env["SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH"].get("value", "")
         c.check(any(path.startswith(m.rstrip("/") + "/") for m in mounts),
@@ -322,12 +370,21 @@ def cmd_helm(args):
             c.check(not keys_ & {"token-secret", "public-key"},
                     f"Secret {s['metadata']['name']} holds auth material although existingSecret is set")
         ref = env.get("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
+            ref = {"name": secret_volumes.get("public-key", {}).get("secretName")}
         c.check(ref.get("name") == args.existing_secret,
-                f"token secret comes from {ref.get('name')}, not {args.existing_secret}")
-    else:
+                f"token secret or public key comes from {ref.get('name')}, not {args.existing_secret}")
+    elif not args.jwks:
         own = [s for s in secrets if "token-secret" in (s.get("data") or {})
                or "public-key" in (s.get("data") or {})]
         c.check(own, "no Secret holds the token secret or public key")
+    # Every secretKeyRef to the chart's own Secret names a key it holds.
+    own_keys = {s["metadata"]["name"]: set(s.get("data") or {}) for s in secrets}
+    for e in env.values():
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref.get("name") in own_keys:
+            c.check(ref.get("key") in own_keys[ref["name"]],
+                    f"{e['name']} reads key {ref.get('key')} that Secret {ref['name']} does not hold")
 
     return c.finish("helm")
 
@@ -443,6 +500,7 @@ def main():
     p.add_argument("--existing-secret")
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
+    p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
     p.set_defaults(func=cmd_helm)
     p = sub.add_parser("compose")
     p.add_argument("config")

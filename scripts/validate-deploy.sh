@@ -154,6 +154,13 @@ NEWEST_K8S=$(newest_k8s 2>/dev/null || echo "$KV_VERSION")
 check "helm lint --strict (defaults)" "$HELM" lint --strict "$CHART"
 check "helm lint --strict (every option on)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/all-features-values.yaml"
 check "helm lint --strict (existing secrets)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/existing-secret-values.yaml"
+# Every other ci/*-values.yaml file (one per feature) lints on its own.
+for values in "$CHART"/ci/*-values.yaml; do
+  case "$(basename "$values")" in
+    all-features-values.yaml | existing-secret-values.yaml) ;;
+    *) check "helm lint --strict ($(basename "$values"))" "$HELM" lint --strict "$CHART" -f "$values" ;;
+  esac
+done
 
 # validate_k8s FILE VERSION: kubernetes-validate --strict; any WARN or ERROR
 # line fails, and every resource of FILE must have passed.
@@ -206,6 +213,12 @@ render_case existing-secret "-f $CHART/ci/existing-secret-values.yaml" \
 render_case existing-secret-redis-url \
   "-f $CHART/ci/existing-secret-values.yaml --set redis.existingSecret= --set redis.url=redis://:pw@redis:6379" \
   "--replicas 3 --existing-secret sm-auth"
+render_case existing-secret-public-key \
+  "-f $CHART/ci/existing-secret-values.yaml --set existingSecretKeys.tokenSecret= --set existingSecretKeys.publicKey=public-key" \
+  "--replicas 3 --existing-secret sm-auth --no-secret"
+render_case public-key "-f $CHART/ci/public-key-values.yaml" "--replicas 3"
+render_case jwks "-f $CHART/ci/jwks-values.yaml" \
+  "--replicas 3 --jwks https://example-tenant.auth0.com/.well-known/jwks.json"
 render_case replicas-10 "-f $CHART/ci/scale-values.yaml --set autoscaling.enabled=false" "--replicas 10"
 render_case replicas-10-hpa "-f $CHART/ci/scale-values.yaml" "--hpa --expect-kind HorizontalPodAutoscaler"
 
@@ -238,6 +251,15 @@ check "rejects a grace period shorter than preStop + drain" \
   rejects "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=15
 check "rejects existingSecret together with auth.tokenSecret" \
   rejects "existingSecret" --set existingSecret=x --set auth.tokenSecret=y
+check "rejects a token secret together with a public key" \
+  rejects "the values set auth.tokenSecret and auth.publicKey" --set auth.tokenSecret=x --set auth.publicKey=y
+check "rejects a token secret together with a JWK Set" \
+  rejects "the values set auth.tokenSecret and auth.jwksUrl" --set auth.tokenSecret=x --set auth.jwksUrl=https://idp/jwks.json
+check "rejects existingSecret's token key together with a JWK Set" \
+  rejects "the values set existingSecretKeys.tokenSecret and auth.jwksUrl" --set existingSecret=x --set auth.jwksUrl=https://idp/jwks.json
+check "rejects both keys of existingSecret" \
+  rejects "existingSecretKeys.tokenSecret and existingSecretKeys.publicKey" --set existingSecret=x --set existingSecretKeys.publicKey=public-key
+check "schema rejects a JWK Set URL that is not http(s)" rejects "jwksUrl" --set auth.jwksUrl=idp.example.com/jwks.json
 check "rejects two Redis sources" \
   rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
 

@@ -109,57 +109,76 @@ Name of the Secret the chart creates.
 {{- end }}
 
 {{/*
-Where the token secret comes from: a dict with "name" and "key" of a Secret,
-or empty "key" when the deployment uses no HS256 secret.
+References to secret values, each a JSON dict: "name" and "key" of the
+Secret holding it, "own" true when that Secret is the chart's own; an empty
+"key" when the deployment does not use that value.
+*/}}
+{{- define "signal-manager.secretRef" -}}
+{{- $ctx := index . 0 }}
+{{- $existing := index . 1 }}
+{{- $existingKey := index . 2 }}
+{{- $own := index . 3 }}
+{{- $ownKey := index . 4 }}
+{{- if $existing }}
+{{- dict "name" $existing "key" $existingKey "own" false | toJson }}
+{{- else if $own }}
+{{- dict "name" (include "signal-manager.secretName" $ctx) "key" $ownKey "own" true | toJson }}
+{{- else }}
+{{- dict "name" "" "key" "" "own" false | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the token secret comes from. Without any way to verify tokens
+(token secret, public key, JWK Set), the chart generates a secret.
 */}}
 {{- define "signal-manager.tokenSecretRef" -}}
-{{- if .Values.existingSecret }}
-{{- dict "name" .Values.existingSecret "key" .Values.existingSecretKeys.tokenSecret | toJson }}
-{{- else if or .Values.auth.tokenSecret (not .Values.auth.publicKey) }}
-{{- dict "name" (include "signal-manager.secretName" .) "key" "token-secret" | toJson }}
-{{- else }}
-{{- dict "name" "" "key" "" | toJson }}
-{{- end }}
+{{- $generated := not (or .Values.auth.tokenSecret .Values.auth.publicKey .Values.auth.jwksUrl) }}
+{{- include "signal-manager.secretRef" (list . .Values.existingSecret .Values.existingSecretKeys.tokenSecret (or .Values.auth.tokenSecret $generated) "token-secret") }}
 {{- end }}
 
 {{/*
-Where the PEM public key comes from, same shape as tokenSecretRef.
+Where the PEM public key comes from.
 */}}
 {{- define "signal-manager.publicKeyRef" -}}
-{{- if .Values.existingSecret }}
-{{- dict "name" .Values.existingSecret "key" .Values.existingSecretKeys.publicKey | toJson }}
-{{- else if .Values.auth.publicKey }}
-{{- dict "name" (include "signal-manager.secretName" .) "key" "public-key" | toJson }}
-{{- else }}
-{{- dict "name" "" "key" "" | toJson }}
-{{- end }}
+{{- include "signal-manager.secretRef" (list . .Values.existingSecret .Values.existingSecretKeys.publicKey .Values.auth.publicKey "public-key") }}
 {{- end }}
 
 {{/*
-Where the Redis URL comes from, same shape as tokenSecretRef; empty "key":
-no Redis (every pod is a single node with the in-memory backend).
+Where the Redis URL comes from; empty "key": no Redis (every pod is a single
+node with the in-memory backend).
 */}}
 {{- define "signal-manager.redisUrlRef" -}}
-{{- if .Values.redis.existingSecret }}
-{{- dict "name" .Values.redis.existingSecret "key" .Values.redis.existingSecretKey | toJson }}
-{{- else if or .Values.redis.url .Values.redis.internal.enabled }}
-{{- dict "name" (include "signal-manager.secretName" .) "key" "redis-url" | toJson }}
-{{- else }}
-{{- dict "name" "" "key" "" | toJson }}
-{{- end }}
+{{- include "signal-manager.secretRef" (list . .Values.redis.existingSecret .Values.redis.existingSecretKey (or .Values.redis.url .Values.redis.internal.enabled) "redis-url") }}
 {{- end }}
 
 {{/*
-True ("true") when the chart renders its own Secret.
+True ("true") when the chart renders its own Secret: some secret value is
+given in the values rather than in an existing Secret.
 */}}
 {{- define "signal-manager.createSecret" -}}
-{{- $token := include "signal-manager.tokenSecretRef" . | fromJson }}
-{{- $key := include "signal-manager.publicKeyRef" . | fromJson }}
-{{- $redis := include "signal-manager.redisUrlRef" . | fromJson }}
-{{- $own := include "signal-manager.secretName" . }}
-{{- if and (not .Values.existingSecret) (or (eq $token.name $own) (eq $key.name $own)) }}true
-{{- else if eq $redis.name $own }}true
+{{- $create := false }}
+{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" }}
+{{- if (include (printf "signal-manager.%s" $ref) $ | fromJson).own }}
+{{- $create = true }}
 {{- end }}
+{{- end }}
+{{- if $create }}true{{ end }}
+{{- end }}
+
+{{/*
+The values that give a way to verify tokens, as a JSON list of their names.
+CONFIG.md allows at most one of auth.token_secret, auth.public_key_path and
+auth.jwks_url: a node given two refuses to start.
+*/}}
+{{- define "signal-manager.authSources" -}}
+{{- $s := list }}
+{{- if .Values.auth.tokenSecret }}{{ $s = append $s "auth.tokenSecret" }}{{ end }}
+{{- if and .Values.existingSecret .Values.existingSecretKeys.tokenSecret }}{{ $s = append $s "existingSecretKeys.tokenSecret" }}{{ end }}
+{{- if .Values.auth.publicKey }}{{ $s = append $s "auth.publicKey" }}{{ end }}
+{{- if and .Values.existingSecret .Values.existingSecretKeys.publicKey }}{{ $s = append $s "existingSecretKeys.publicKey" }}{{ end }}
+{{- if .Values.auth.jwksUrl }}{{ $s = append $s "auth.jwksUrl" }}{{ end }}
+{{- toJson $s }}
 {{- end }}
 
 {{/*
@@ -194,6 +213,10 @@ Checks on combinations of values that the schema cannot express.
 {{- end }}
 {{- if and .Values.existingSecret (not (or .Values.existingSecretKeys.tokenSecret .Values.existingSecretKeys.publicKey)) }}
 {{- fail "existingSecret is set: name its key with existingSecretKeys.tokenSecret or existingSecretKeys.publicKey" }}
+{{- end }}
+{{- $auth := include "signal-manager.authSources" . | fromJsonArray }}
+{{- if gt (len $auth) 1 }}
+{{- fail (printf "give only one way to verify tokens (a node refuses to start with two of auth.token_secret, auth.public_key_path and auth.jwks_url); the values set %s" (join " and " $auth)) }}
 {{- end }}
 {{- $redisSources := 0 }}
 {{- if .Values.redis.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
