@@ -6,6 +6,7 @@
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
   check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
                                   [--no-secret] [--expect-kind KIND ...] [--jwks URL]
+                                  [--turn SECRET]
       Check a `helm template` output of the signal-manager chart.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
@@ -250,6 +251,21 @@ def cmd_helm(args):
     sources = [k for k in AUTH_SOURCES if configured("auth", k)]
     c.check(len(sources) == 1, f"tokens are verified with {sources or 'nothing'}; exactly one of "
                                f"{', '.join(AUTH_SOURCES)} is needed")
+    # ICE servers: TURN URLs need the shared secret, which is useless without them.
+    turn = config.get("turn", {})
+    for key, schemes in (("urls", ("turn:", "turns:")), ("stun_urls", ("stun:", "stuns:"))):
+        value = turn.get(key, [])
+        c.check(isinstance(value, list) and all(isinstance(u, str) and u.startswith(schemes) for u in value),
+                f"turn.{key} {value!r} is not a list of {'/'.join(schemes)} URLs")
+    if "ttl" in turn:
+        c.check(isinstance(turn["ttl"], int) and turn["ttl"] > 0, f"turn.ttl {turn['ttl']!r} is not a positive integer")
+    c.check(bool(turn.get("urls")) == configured("turn", "secret"),
+            f"turn.urls {turn.get('urls')!r} without the TURN secret, or the secret without URLs")
+    if args.turn:
+        c.check(turn.get("urls") and configured("turn", "secret"), "no TURN URLs with a secret reach the node")
+        if args.turn != "chart":
+            ref = env.get("SIGNAL_MANAGER_TURN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.turn, f"TURN secret comes from {ref.get('name')}, not {args.turn}")
     if args.jwks:
         c.check(config.get("auth", {}).get("jwks_url") == args.jwks,
                 f"auth.jwks_url is {config.get('auth', {}).get('jwks_url')!r}, expected {args.jwks}")
@@ -501,6 +517,8 @@ def main():
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
     p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
+    p.add_argument("--turn", metavar="SECRET", help="TURN URLs and secret reach the node, the secret "
+                                                  "from Secret SECRET (\"chart\": the chart's own)")
     p.set_defaults(func=cmd_helm)
     p = sub.add_parser("compose")
     p.add_argument("config")

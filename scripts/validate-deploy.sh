@@ -207,9 +207,9 @@ render_case() {
 
 render_case defaults "" "--replicas 3 --expect-kind PodDisruptionBudget --expect-kind ServiceAccount"
 render_case all-features "-f $CHART/ci/all-features-values.yaml" \
-  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy"
+  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy --turn chart"
 render_case existing-secret "-f $CHART/ci/existing-secret-values.yaml" \
-  "--replicas 3 --existing-secret sm-auth --no-secret"
+  "--replicas 3 --existing-secret sm-auth --no-secret --turn sm-turn"
 render_case existing-secret-redis-url \
   "-f $CHART/ci/existing-secret-values.yaml --set redis.existingSecret= --set redis.url=redis://:pw@redis:6379" \
   "--replicas 3 --existing-secret sm-auth"
@@ -260,6 +260,12 @@ check "rejects existingSecret's token key together with a JWK Set" \
 check "rejects both keys of existingSecret" \
   rejects "existingSecretKeys.tokenSecret and existingSecretKeys.publicKey" --set existingSecret=x --set existingSecretKeys.publicKey=public-key
 check "schema rejects a JWK Set URL that is not http(s)" rejects "jwksUrl" --set auth.jwksUrl=idp.example.com/jwks.json
+check "rejects TURN URLs without a secret" \
+  rejects "turn.urls needs the TURN server's shared secret" --set 'turn.urls={turn:turn.example.com:3478}'
+check "rejects a TURN secret without TURN URLs" rejects "turn.urls is empty" --set turn.secret=x
+check "rejects turn.existingSecret together with turn.secret" \
+  rejects "turn.existingSecret is set" --set 'turn.urls={turn:t:3478}' --set turn.secret=x --set turn.existingSecret=y
+check "schema rejects a STUN URL among the TURN URLs" rejects "urls" --set 'turn.urls={stun:t:3478}' --set turn.secret=x
 check "rejects two Redis sources" \
   rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
 

@@ -153,12 +153,19 @@ node with the in-memory backend).
 {{- end }}
 
 {{/*
+Where the TURN server's shared secret comes from.
+*/}}
+{{- define "signal-manager.turnSecretRef" -}}
+{{- include "signal-manager.secretRef" (list . .Values.turn.existingSecret .Values.turn.existingSecretKey .Values.turn.secret "turn-secret") }}
+{{- end }}
+
+{{/*
 True ("true") when the chart renders its own Secret: some secret value is
 given in the values rather than in an existing Secret.
 */}}
 {{- define "signal-manager.createSecret" -}}
 {{- $create := false }}
-{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" }}
+{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" "turnSecretRef" }}
 {{- if (include (printf "signal-manager.%s" $ref) $ | fromJson).own }}
 {{- $create = true }}
 {{- end }}
@@ -217,6 +224,15 @@ Checks on combinations of values that the schema cannot express.
 {{- $auth := include "signal-manager.authSources" . | fromJsonArray }}
 {{- if gt (len $auth) 1 }}
 {{- fail (printf "give only one way to verify tokens (a node refuses to start with two of auth.token_secret, auth.public_key_path and auth.jwks_url); the values set %s" (join " and " $auth)) }}
+{{- end }}
+{{- if and .Values.turn.existingSecret .Values.turn.secret }}
+{{- fail "turn.existingSecret is set: leave turn.secret empty and put the secret in that Secret" }}
+{{- end }}
+{{- if and .Values.turn.urls (not (or .Values.turn.secret .Values.turn.existingSecret)) }}
+{{- fail "turn.urls needs the TURN server's shared secret: set turn.secret or turn.existingSecret" }}
+{{- end }}
+{{- if and (or .Values.turn.secret .Values.turn.existingSecret) (not .Values.turn.urls) }}
+{{- fail "a TURN secret is set but turn.urls is empty: list the TURN URLs it is for" }}
 {{- end }}
 {{- $redisSources := 0 }}
 {{- if .Values.redis.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
