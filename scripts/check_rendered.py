@@ -6,7 +6,7 @@
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
   check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
                                   [--no-secret] [--expect-kind KIND ...] [--jwks URL]
-                                  [--turn SECRET]
+                                  [--turn SECRET] [--admin-api SECRET]
       Check a `helm template` output of the signal-manager chart.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
@@ -266,6 +266,12 @@ def cmd_helm(args):
         if args.turn != "chart":
             ref = env.get("SIGNAL_MANAGER_TURN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
             c.check(ref.get("name") == args.turn, f"TURN secret comes from {ref.get('name')}, not {args.turn}")
+    if args.admin_api:
+        c.check(configured("admin", "api_token"), "no admin API token reaches the node")
+        if args.admin_api != "chart":
+            ref = env.get("SIGNAL_MANAGER_ADMIN_API_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.admin_api,
+                    f"admin API token comes from {ref.get('name')}, not {args.admin_api}")
     if args.jwks:
         c.check(config.get("auth", {}).get("jwks_url") == args.jwks,
                 f"auth.jwks_url is {config.get('auth', {}).get('jwks_url')!r}, expected {args.jwks}")
@@ -367,8 +373,15 @@ def cmd_helm(args):
     # NetworkPolicy covers the nodes.
     nps = by_kind(docs, "NetworkPolicy")
     if nps:
-        c.check(any(subset(n["spec"]["podSelector"]["matchLabels"], pod_labels) for n in nps),
-                "no NetworkPolicy selects the nodes")
+        mine = [n for n in nps if subset(n["spec"]["podSelector"]["matchLabels"], pod_labels)]
+        c.check(mine, "no NetworkPolicy selects the nodes")
+        # The admin port (metrics, and the /v1/clients API with a token) is
+        # open to named peers only, never to everyone.
+        admin_rules = [r for n in mine for r in n["spec"].get("ingress", [])
+                       if any(p.get("port") in ("admin", 9090) for p in r.get("ports", []))]
+        c.check(admin_rules, "no NetworkPolicy rule for the admin port")
+        for r in admin_rules:
+            c.check(r.get("from"), "the admin port is open to every source")
 
     # Secrets.
     secrets = by_kind(docs, "Secret")
@@ -517,6 +530,8 @@ def main():
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
     p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
+    p.add_argument("--admin-api", metavar="SECRET", help="the admin API token reaches the node, from "
+                                                       "Secret SECRET (\"chart\": the chart's own)")
     p.add_argument("--turn", metavar="SECRET", help="TURN URLs and secret reach the node, the secret "
                                                   "from Secret SECRET (\"chart\": the chart's own)")
     p.set_defaults(func=cmd_helm)

@@ -207,9 +207,9 @@ render_case() {
 
 render_case defaults "" "--replicas 3 --expect-kind PodDisruptionBudget --expect-kind ServiceAccount"
 render_case all-features "-f $CHART/ci/all-features-values.yaml" \
-  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy --turn chart"
+  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy --turn chart --admin-api chart"
 render_case existing-secret "-f $CHART/ci/existing-secret-values.yaml" \
-  "--replicas 3 --existing-secret sm-auth --no-secret --turn sm-turn"
+  "--replicas 3 --existing-secret sm-auth --no-secret --turn sm-turn --admin-api sm-admin"
 render_case existing-secret-redis-url \
   "-f $CHART/ci/existing-secret-values.yaml --set redis.existingSecret= --set redis.url=redis://:pw@redis:6379" \
   "--replicas 3 --existing-secret sm-auth"
@@ -266,6 +266,8 @@ check "rejects a TURN secret without TURN URLs" rejects "turn.urls is empty" --s
 check "rejects turn.existingSecret together with turn.secret" \
   rejects "turn.existingSecret is set" --set 'turn.urls={turn:t:3478}' --set turn.secret=x --set turn.existingSecret=y
 check "schema rejects a STUN URL among the TURN URLs" rejects "urls" --set 'turn.urls={stun:t:3478}' --set turn.secret=x
+check "rejects admin.existingSecret together with admin.apiToken" \
+  rejects "admin.existingSecret is set" --set admin.apiToken=x --set admin.existingSecret=y
 check "rejects two Redis sources" \
   rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
 

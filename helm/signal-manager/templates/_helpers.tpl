@@ -160,12 +160,19 @@ Where the TURN server's shared secret comes from.
 {{- end }}
 
 {{/*
+Where the admin API token comes from.
+*/}}
+{{- define "signal-manager.adminApiTokenRef" -}}
+{{- include "signal-manager.secretRef" (list . .Values.admin.existingSecret .Values.admin.existingSecretKey .Values.admin.apiToken "admin-api-token") }}
+{{- end }}
+
+{{/*
 True ("true") when the chart renders its own Secret: some secret value is
 given in the values rather than in an existing Secret.
 */}}
 {{- define "signal-manager.createSecret" -}}
 {{- $create := false }}
-{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" "turnSecretRef" }}
+{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" "turnSecretRef" "adminApiTokenRef" }}
 {{- if (include (printf "signal-manager.%s" $ref) $ | fromJson).own }}
 {{- $create = true }}
 {{- end }}
@@ -233,6 +240,9 @@ Checks on combinations of values that the schema cannot express.
 {{- end }}
 {{- if and (or .Values.turn.secret .Values.turn.existingSecret) (not .Values.turn.urls) }}
 {{- fail "a TURN secret is set but turn.urls is empty: list the TURN URLs it is for" }}
+{{- end }}
+{{- if and .Values.admin.existingSecret .Values.admin.apiToken }}
+{{- fail "admin.existingSecret is set: leave admin.apiToken empty and put the token in that Secret" }}
 {{- end }}
 {{- $redisSources := 0 }}
 {{- if .Values.redis.url }}{{ $redisSources = add1 $redisSources }}{{ end }}
