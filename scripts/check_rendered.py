@@ -6,7 +6,8 @@
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
   check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
                                   [--no-secret] [--expect-kind KIND ...] [--jwks URL]
-                                  [--turn SECRET] [--admin-api SECRET]
+                                  [--turn SECRET] [--admin-api SECRET] [--redis-mode MODE]
+                                  [--redis-tls ca|mtls|insecure] [--sentinel-password SECRET]
       Check a `helm template` output of the signal-manager chart.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
@@ -128,6 +129,21 @@ def env_key(name):
     """SIGNAL_MANAGER_CLUSTER_REDIS_URL -> ("cluster", "redis_url"), as the node reads it."""
     section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
     return section, key
+
+
+def file_in_volume(path, container, volumes):
+    """True when PATH is a file of a read-only Secret or ConfigMap volume the container mounts."""
+    for m in container.get("volumeMounts", []):
+        base = m["mountPath"].rstrip("/") + "/"
+        if not path.startswith(base) or not m.get("readOnly"):
+            continue
+        source = volumes.get(m["name"], {})
+        source = source.get("secret") or source.get("configMap")
+        if source is None:
+            continue
+        items = source.get("items")
+        return items is None or path[len(base):] in {i["path"] for i in items}
+    return False
 
 
 def cmd_helm(args):
@@ -266,6 +282,38 @@ def cmd_helm(args):
         if args.turn != "chart":
             ref = env.get("SIGNAL_MANAGER_TURN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
             c.check(ref.get("name") == args.turn, f"TURN secret comes from {ref.get('name')}, not {args.turn}")
+    # Redis: the mode's requirements, from the rendered file and environment.
+    cluster = config.get("cluster", {})
+    mode = cluster.get("redis_mode", "standalone")
+    c.check(mode in ("standalone", "sentinel", "cluster"), f"cluster.redis_mode {mode!r}")
+    if mode != "standalone":
+        c.check(configured("cluster", "redis_url"), f"redis_mode {mode} without cluster.redis_url")
+    if mode == "sentinel":
+        master = cluster.get("redis_sentinel_master")
+        c.check(isinstance(master, str) and master, "sentinel mode without cluster.redis_sentinel_master")
+    else:
+        for key in ("redis_sentinel_master", "redis_sentinel_password"):
+            c.check(not configured("cluster", key), f"cluster.{key} set in {mode} mode")
+    c.check(configured("cluster", "redis_tls_cert_path") == configured("cluster", "redis_tls_key_path"),
+            "a Redis client certificate without its key, or a key without its certificate")
+    if "redis_tls_insecure" in cluster:
+        c.check(isinstance(cluster["redis_tls_insecure"], bool), "cluster.redis_tls_insecure is not a boolean")
+    if args.redis_mode:
+        c.check(mode == args.redis_mode, f"redis mode is {mode}, expected {args.redis_mode}")
+        c.check(configured("cluster", "redis_url"), "no Redis URL reaches the node")
+    if args.redis_tls:
+        want = {"ca": {"redis_tls_ca_path"},
+                "mtls": {"redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path"},
+                "insecure": {"redis_tls_insecure"}}[args.redis_tls]
+        have = {k for k in ("redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path",
+                            "redis_tls_insecure") if cluster.get(k)}
+        c.check(have == want, f"Redis TLS settings are {sorted(have)}, expected {sorted(want)}")
+    if args.sentinel_password:
+        c.check(configured("cluster", "redis_sentinel_password"), "no Sentinel password reaches the node")
+        if args.sentinel_password != "chart":
+            ref = env.get("SIGNAL_MANAGER_CLUSTER_REDIS_SENTINEL_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.sentinel_password,
+                    f"Sentinel password comes from {ref.get('name')}, not {args.sentinel_password}")
     if args.admin_api:
         c.check(configured("admin", "api_token"), "no admin API token reaches the node")
         if args.admin_api != "chart":
@@ -293,10 +341,13 @@ def cmd_helm(args):
     node_id = env.get("SIGNAL_MANAGER_CLUSTER_NODE_ID", {})
     c.check(node_id.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
             "SIGNAL_MANAGER_CLUSTER_NODE_ID is not the pod name")
-    if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
-        path = env["SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH"].get("value", "")
-        c.check(any(path.startswith(m.rstrip("/") + "/") for m in mounts),
-                f"public key path {path} is not under a mounted volume")
+    # Every file the node is pointed at (public key, Redis CA, client
+    # certificate and key) is in a read-only mounted volume that has it.
+    paths = {f"{section}.{key}": value for section, keys in config.items() if isinstance(keys, dict)
+             for key, value in keys.items() if key.endswith("_path")}
+    paths.update({f"{s_}.{k}": e.get("value", "") for (s_, k), e in env_keys.items() if k.endswith("_path")})
+    for key, path in paths.items():
+        c.check(file_in_volume(path, container, volumes), f"{key} {path} is not a file of a read-only mounted volume")
     annotations = pod["metadata"].get("annotations", {})
     for a in ("checksum/config", "checksum/secret"):
         c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get(a, ""))), f"pod annotation {a} missing")
@@ -530,6 +581,12 @@ def main():
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
     p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
+    p.add_argument("--redis-mode", choices=("standalone", "sentinel", "cluster"),
+                   help="the node uses Redis in this mode")
+    p.add_argument("--redis-tls", choices=("ca", "mtls", "insecure"),
+                   help="Redis TLS: a CA file, CA plus client certificate and key, or insecure")
+    p.add_argument("--sentinel-password", metavar="SECRET", help="the Sentinel password reaches the node, "
+                                                             "from Secret SECRET (\"chart\": the chart's own)")
     p.add_argument("--admin-api", metavar="SECRET", help="the admin API token reaches the node, from "
                                                        "Secret SECRET (\"chart\": the chart's own)")
     p.add_argument("--turn", metavar="SECRET", help="TURN URLs and secret reach the node, the secret "

@@ -219,6 +219,15 @@ render_case existing-secret-public-key \
 render_case public-key "-f $CHART/ci/public-key-values.yaml" "--replicas 3"
 render_case jwks "-f $CHART/ci/jwks-values.yaml" \
   "--replicas 3 --jwks https://example-tenant.auth0.com/.well-known/jwks.json"
+render_case redis-standalone-tls "-f $CHART/ci/redis-tls-values.yaml" \
+  "--replicas 3 --redis-mode standalone --redis-tls ca"
+render_case redis-sentinel "-f $CHART/ci/redis-sentinel-values.yaml" \
+  "--replicas 3 --redis-mode sentinel --sentinel-password chart"
+render_case redis-sentinel-existing-secrets \
+  "-f $CHART/ci/redis-sentinel-values.yaml --set redis.url= --set redis.existingSecret=sm-redis --set redis.sentinel.password= --set redis.sentinel.existingSecret=sm-sentinel --set redis.tls.enabled=true --set redis.tls.insecure=true" \
+  "--replicas 3 --redis-mode sentinel --sentinel-password sm-sentinel --redis-tls insecure"
+render_case redis-cluster-mtls "-f $CHART/ci/redis-cluster-values.yaml" \
+  "--replicas 3 --redis-mode cluster --redis-tls mtls"
 render_case replicas-10 "-f $CHART/ci/scale-values.yaml --set autoscaling.enabled=false" "--replicas 10"
 render_case replicas-10-hpa "-f $CHART/ci/scale-values.yaml" "--hpa --expect-kind HorizontalPodAutoscaler"
 
@@ -259,17 +268,42 @@ check "rejects existingSecret's token key together with a JWK Set" \
   rejects "the values set existingSecretKeys.tokenSecret and auth.jwksUrl" --set existingSecret=x --set auth.jwksUrl=https://idp/jwks.json
 check "rejects both keys of existingSecret" \
   rejects "existingSecretKeys.tokenSecret and existingSecretKeys.publicKey" --set existingSecret=x --set existingSecretKeys.publicKey=public-key
-check "schema rejects a JWK Set URL that is not http(s)" rejects "jwksUrl" --set auth.jwksUrl=idp.example.com/jwks.json
+check "schema rejects a JWK Set URL that is not http(s)" rejects "/auth/jwksUrl" --set auth.jwksUrl=idp.example.com/jwks.json
 check "rejects TURN URLs without a secret" \
   rejects "turn.urls needs the TURN server's shared secret" --set 'turn.urls={turn:turn.example.com:3478}'
 check "rejects a TURN secret without TURN URLs" rejects "turn.urls is empty" --set turn.secret=x
 check "rejects turn.existingSecret together with turn.secret" \
   rejects "turn.existingSecret is set" --set 'turn.urls={turn:t:3478}' --set turn.secret=x --set turn.existingSecret=y
-check "schema rejects a STUN URL among the TURN URLs" rejects "urls" --set 'turn.urls={stun:t:3478}' --set turn.secret=x
+check "schema rejects a STUN URL among the TURN URLs" rejects "/turn/urls/0" --set 'turn.urls={stun:t:3478}' --set turn.secret=x
 check "rejects admin.existingSecret together with admin.apiToken" \
   rejects "admin.existingSecret is set" --set admin.apiToken=x --set admin.existingSecret=y
 check "rejects two Redis sources" \
   rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
+check "schema rejects an unknown Redis mode" rejects "/redis/mode" --set redis.mode=replica --set redis.url=redis://r:6379
+check "schema rejects a Redis URL list with a bare host" \
+  rejects "/redis/url" --set redis.mode=cluster --set 'redis.url=redis://a:6379\,b:6379'
+check "rejects sentinel mode without a master name" \
+  rejects "needs redis.sentinel.masterName" --set redis.mode=sentinel --set redis.url=redis://s:26379
+check "rejects sentinel or cluster mode without Redis addresses" \
+  rejects "redis.mode cluster needs the addresses" --set redis.mode=cluster
+check "rejects the internal Redis outside standalone mode" \
+  rejects "cannot serve redis.mode sentinel" --set redis.mode=sentinel --set redis.internal.enabled=true --set redis.sentinel.masterName=m
+check "rejects several Redis URLs in standalone mode" \
+  rejects "that needs redis.mode sentinel" --set 'redis.url=redis://a:6379\,redis://b:6379'
+check "rejects Sentinel settings outside sentinel mode" \
+  rejects "redis.sentinel.* is for redis.mode sentinel" --set redis.url=redis://r:6379 --set redis.sentinel.masterName=m
+check "rejects redis.sentinel.existingSecret together with its password" \
+  rejects "redis.sentinel.existingSecret is set" -f "$CHART/ci/redis-sentinel-values.yaml" --set redis.sentinel.existingSecret=x
+check "rejects Redis TLS files without redis.tls.enabled" \
+  rejects "need redis.tls.enabled" --set redis.url=rediss://r:6379 --set redis.tls.existingSecret=x
+check "rejects redis.tls.enabled with a redis:// URL" \
+  rejects "must start with rediss://" --set redis.url=redis://r:6379 --set redis.tls.enabled=true
+check "rejects TLS to the internal Redis" \
+  rejects "the internal Redis pod speaks no TLS" --set redis.internal.enabled=true --set redis.tls.enabled=true
+check "rejects a client certificate without a Secret" \
+  rejects "redis.tls.clientCert needs redis.tls.existingSecret" --set redis.url=rediss://r:6379 --set redis.tls.enabled=true --set redis.tls.clientCert=true
+check "rejects a CA together with insecure TLS" \
+  rejects "would not be used" -f "$CHART/ci/redis-tls-values.yaml" --set redis.tls.insecure=true
 
 chart_versions_match() {
   local crate chart app

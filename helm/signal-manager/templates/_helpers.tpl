@@ -153,6 +153,13 @@ node with the in-memory backend).
 {{- end }}
 
 {{/*
+Where the Sentinels' own password comes from.
+*/}}
+{{- define "signal-manager.redisSentinelPasswordRef" -}}
+{{- include "signal-manager.secretRef" (list . .Values.redis.sentinel.existingSecret .Values.redis.sentinel.existingSecretKey .Values.redis.sentinel.password "redis-sentinel-password") }}
+{{- end }}
+
+{{/*
 Where the TURN server's shared secret comes from.
 */}}
 {{- define "signal-manager.turnSecretRef" -}}
@@ -172,12 +179,19 @@ given in the values rather than in an existing Secret.
 */}}
 {{- define "signal-manager.createSecret" -}}
 {{- $create := false }}
-{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" "turnSecretRef" "adminApiTokenRef" }}
+{{- range $ref := list "tokenSecretRef" "publicKeyRef" "redisUrlRef" "redisSentinelPasswordRef" "turnSecretRef" "adminApiTokenRef" }}
 {{- if (include (printf "signal-manager.%s" $ref) $ | fromJson).own }}
 {{- $create = true }}
 {{- end }}
 {{- end }}
 {{- if $create }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the Redis TLS files are mounted (from redis.tls.existingSecret).
+*/}}
+{{- define "signal-manager.redisTlsDir" -}}
+/etc/signal-manager/redis-tls
 {{- end }}
 
 {{/*
@@ -250,6 +264,49 @@ Checks on combinations of values that the schema cannot express.
 {{- if .Values.redis.internal.enabled }}{{ $redisSources = add1 $redisSources }}{{ end }}
 {{- if gt $redisSources 1 }}
 {{- fail "give only one of redis.url, redis.existingSecret and redis.internal.enabled" }}
+{{- end }}
+{{- $mode := .Values.redis.mode }}
+{{- $sentinel := .Values.redis.sentinel }}
+{{- $tls := .Values.redis.tls }}
+{{- if and .Values.redis.internal.enabled (ne $mode "standalone") }}
+{{- fail (printf "redis.internal.enabled runs one standalone Redis pod: it cannot serve redis.mode %s; give the %s's addresses in redis.url or redis.existingSecret" $mode (ternary "Sentinels" "cluster nodes" (eq $mode "sentinel"))) }}
+{{- end }}
+{{- if and (ne $mode "standalone") (eq $redisSources 0) }}
+{{- fail (printf "redis.mode %s needs the addresses of the %s: set redis.url or redis.existingSecret" $mode (ternary "Sentinels" "cluster's seed nodes" (eq $mode "sentinel"))) }}
+{{- end }}
+{{- if and (eq $mode "standalone") (contains "," .Values.redis.url) }}
+{{- fail "redis.url lists several URLs: that needs redis.mode sentinel (the Sentinels) or cluster (seed nodes)" }}
+{{- end }}
+{{- if and (eq $mode "sentinel") (not $sentinel.masterName) }}
+{{- fail "redis.mode sentinel needs redis.sentinel.masterName, the master name the Sentinels monitor (e.g. mymaster)" }}
+{{- end }}
+{{- if and (ne $mode "sentinel") (or $sentinel.masterName $sentinel.password $sentinel.existingSecret) }}
+{{- fail (printf "redis.sentinel.* is for redis.mode sentinel, not %s" $mode) }}
+{{- end }}
+{{- if and $sentinel.existingSecret $sentinel.password }}
+{{- fail "redis.sentinel.existingSecret is set: leave redis.sentinel.password empty and put the password in that Secret" }}
+{{- end }}
+{{- if and (not $tls.enabled) (or $tls.existingSecret $tls.insecure) }}
+{{- fail "redis.tls.existingSecret and redis.tls.insecure need redis.tls.enabled" }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- if .Values.redis.internal.enabled }}
+{{- fail "redis.tls.enabled: the internal Redis pod speaks no TLS; use an external Redis" }}
+{{- end }}
+{{- range $url := splitList "," .Values.redis.url }}
+{{- if and $url (not (hasPrefix "rediss://" $url)) }}
+{{- fail (printf "redis.tls.enabled: every URL in redis.url must start with rediss://, not %s://..." (regexReplaceAll "://.*" $url "")) }}
+{{- end }}
+{{- end }}
+{{- if and $tls.existingSecret (not (or $tls.caCert $tls.clientCert)) }}
+{{- fail "redis.tls.existingSecret is set but neither redis.tls.caCert nor redis.tls.clientCert says what it holds" }}
+{{- end }}
+{{- if and $tls.clientCert (not $tls.existingSecret) }}
+{{- fail "redis.tls.clientCert needs redis.tls.existingSecret holding tls.crt and tls.key" }}
+{{- end }}
+{{- if and $tls.insecure $tls.existingSecret $tls.caCert }}
+{{- fail "redis.tls.insecure accepts any certificate, so the CA from redis.tls.existingSecret would not be used: set redis.tls.caCert=false or drop insecure" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int64 .Values.autoscaling.minReplicas) (int64 .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
