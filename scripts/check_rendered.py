@@ -4,11 +4,15 @@
   check_rendered.py split RENDERED BUILTIN_OUT CRD_OUT
       Split a multi-document manifest: resources of custom resource
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
-  check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
-                                  [--no-secret] [--expect-kind KIND ...] [--jwks URL]
+  check_rendered.py helm RENDERED [--image-config TOML] [--dockerfile FILE] [--replicas N]
+                                  [--hpa] [--existing-secret NAME] [--no-secret]
+                                  [--expect-kind KIND ...] [--no-pre-stop] [--jwks URL]
                                   [--turn SECRET] [--admin-api SECRET] [--redis-mode MODE]
                                   [--redis-tls ca|mtls|insecure] [--sentinel-password SECRET]
-      Check a `helm template` output of the signal-manager chart.
+      Check a `helm template` output of the signal-manager chart: always
+      the invariants (config keys, secrets, probes, drain timing, security
+      context against the image), and with the options, that a feature the
+      values turned on reaches the node.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
   check_rendered.py metrics DASHBOARD_JSON PROMETHEUS_YML
@@ -131,6 +135,27 @@ def env_key(name):
     return section, key
 
 
+def image_facts(config_path, dockerfile_path):
+    """Ports and user of the container image, from its config.toml and Dockerfile."""
+    facts = {"ws_port": 8080, "admin_port": 9090, "uid": 10001, "gid": 10001, "expose": None}
+    if config_path:
+        with open(config_path, "rb") as f:
+            cfg = tomllib.load(f)
+        facts["ws_port"] = cfg.get("server", {}).get("port", 8080)
+        facts["admin_port"] = cfg.get("admin", {}).get("port", 9090)
+    if dockerfile_path:
+        with open(dockerfile_path) as f:
+            lines = [line.strip() for line in f]
+        runtime = lines[max(i for i, line in enumerate(lines) if line.upper().startswith("FROM ")):]
+        users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
+        if users:
+            uid, _, gid = users[-1].partition(":")
+            facts["uid"], facts["gid"] = int(uid), int(gid or uid)
+        facts["expose"] = {int(p.split("/")[0]) for line in runtime if line.upper().startswith("EXPOSE ")
+                           for p in line.split()[1:]}
+    return facts
+
+
 def file_in_volume(path, container, volumes):
     """True when PATH is a file of a read-only Secret or ConfigMap volume the container mounts."""
     for m in container.get("volumeMounts", []):
@@ -198,15 +223,29 @@ def cmd_helm(args):
             c.check(dep["spec"].get("replicas") == args.replicas,
                     f"replicas is {dep['spec'].get('replicas')}, expected {args.replicas}")
 
-    # Probes on the admin port.
-    readiness = container.get("readinessProbe", {}).get("httpGet", {})
-    liveness = container.get("livenessProbe", {}).get("httpGet", {})
-    c.check(readiness.get("path") == "/readyz", f"readiness probe path is {readiness.get('path')}")
-    c.check(liveness.get("path") == "/healthz", f"liveness probe path is {liveness.get('path')}")
-    for name, probe in (("readiness", readiness), ("liveness", liveness)):
-        port = probe.get("port")
-        c.check(port == "admin" or port == 9090, f"{name} probe port is {port}, not the admin port")
-    c.check(ports.get("admin") == 9090 and ports.get("ws") == 8080, f"container ports are {ports}")
+    # What the image needs (Dockerfile and its config.toml): the ports it
+    # exposes and its config listens on, and the user it runs as.
+    image = image_facts(args.image_config, args.dockerfile)
+    c.check(ports.get("ws") == image["ws_port"] and ports.get("admin") == image["admin_port"],
+            f"container ports are {ports}, the image's config listens on ws {image['ws_port']} "
+            f"and admin {image['admin_port']}")
+    if image["expose"] is not None:
+        c.check({image["ws_port"], image["admin_port"]} <= image["expose"],
+                f"the Dockerfile exposes {sorted(image['expose'])}, not the config's ports")
+
+    # Probes: HTTP on the admin port, /healthz for liveness (a draining node
+    # is alive), /readyz for readiness (a draining node leaves the endpoints).
+    for name, path in (("readiness", "/readyz"), ("liveness", "/healthz")):
+        probe = container.get(f"{name}Probe", {})
+        get = probe.get("httpGet", {})
+        c.check(get.get("path") == path, f"{name} probe path is {get.get('path')}, expected {path}")
+        port = get.get("port")
+        port = ports.get(port, port)
+        c.check(port == image["admin_port"], f"{name} probe port is {get.get('port')}, not the admin port "
+                                             f"{image['admin_port']}")
+        c.check(get.get("scheme", "HTTP") == "HTTP", f"{name} probe scheme is {get.get('scheme')}")
+        c.check(probe.get("timeoutSeconds", 1) <= probe.get("periodSeconds", 10),
+                f"{name} probe timeout exceeds its period")
 
     # Configuration file.
     c.check(container.get("args") == ["--config", "/etc/signal-manager/config.toml"],
@@ -229,7 +268,10 @@ def cmd_helm(args):
                 c.check(not unknown, f"config.toml [{section}] has unknown keys {sorted(unknown)}")
         c.check(config.get("server", {}).get("host") == "0.0.0.0", "server.host is not 0.0.0.0")
         c.check(config.get("admin", {}).get("host") == "0.0.0.0", "admin.host is not 0.0.0.0")
-        c.check(config.get("admin", {}).get("port") == 9090, "admin.port is not 9090")
+        c.check(config.get("server", {}).get("port") == ports.get("ws"),
+                f"server.port {config.get('server', {}).get('port')} is not the ws container port")
+        c.check(config.get("admin", {}).get("port") == ports.get("admin"),
+                f"admin.port {config.get('admin', {}).get('port')} is not the admin container port")
         ratio = config.get("telemetry", {}).get("sample_ratio")
         c.check(isinstance(ratio, float) and 0 <= ratio <= 1,
                 f"telemetry.sample_ratio {ratio!r} is not a float in [0, 1]")
@@ -329,6 +371,9 @@ def cmd_helm(args):
     grace = spec.get("terminationGracePeriodSeconds", 30)
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     sleep = 0
+    c.check(bool(pre_stop) != args.no_pre_stop,
+            "no preStop hook: SIGTERM would arrive while the pod still gets new clients" if not pre_stop
+            else "a preStop hook although preStopSleepSeconds is 0")
     if pre_stop:
         c.check(pre_stop[0] == "/bin/sleep" and len(pre_stop) == 2, f"preStop is {pre_stop}")
         sleep = int(pre_stop[-1])
@@ -352,15 +397,35 @@ def cmd_helm(args):
     for a in ("checksum/config", "checksum/secret"):
         c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get(a, ""))), f"pod annotation {a} missing")
 
-    # Security contexts.
+    # Security contexts: the image's user, nothing writable but emptyDirs.
     psc = spec.get("securityContext", {})
     csc = container.get("securityContext", {})
-    c.check(psc.get("runAsNonRoot") is True or csc.get("runAsNonRoot") is True, "runAsNonRoot not set")
+
+    def effective(key):
+        return csc.get(key, psc.get(key))
+
+    c.check(effective("runAsNonRoot") is True, "runAsNonRoot not set")
+    c.check(effective("runAsUser") == image["uid"], f"runAsUser {effective('runAsUser')}, the image's user is {image['uid']}")
+    c.check(effective("runAsGroup") == image["gid"], f"runAsGroup {effective('runAsGroup')}, the image's group is {image['gid']}")
+    c.check(psc.get("fsGroup") == image["gid"], f"fsGroup {psc.get('fsGroup')}: mounted secrets (mode 0440) "
+                                                f"would not be readable by group {image['gid']}")
     c.check(csc.get("readOnlyRootFilesystem") is True, "root filesystem is writable")
     c.check(csc.get("allowPrivilegeEscalation") is False, "privilege escalation allowed")
+    c.check(csc.get("privileged") is not True, "container is privileged")
     c.check("ALL" in csc.get("capabilities", {}).get("drop", []), "capabilities not dropped")
+    c.check(not csc.get("capabilities", {}).get("add"), f"capabilities added: {csc.get('capabilities', {}).get('add')}")
     seccomp = csc.get("seccompProfile") or psc.get("seccompProfile") or {}
     c.check(seccomp.get("type") == "RuntimeDefault", "seccomp profile is not RuntimeDefault")
+    c.check(spec.get("automountServiceAccountToken") is False, "a service account token is mounted")
+    for m in container.get("volumeMounts", []):
+        source = volumes.get(m["name"], {})
+        if m.get("readOnly"):
+            continue
+        c.check("emptyDir" in source, f"{m['mountPath']} is writable but not an emptyDir")
+        c.check("secret" not in source and "configMap" not in source,
+                f"{m['mountPath']} mounts a Secret or ConfigMap writable")
+    c.check(any(m["mountPath"] == "/tmp" and "emptyDir" in volumes.get(m["name"], {})
+                for m in container.get("volumeMounts", [])), "/tmp is not a writable emptyDir")
 
     # Spread over hosts and zones.
     keys = {t["topologyKey"]: t for t in spec.get("topologySpreadConstraints", [])}
@@ -580,6 +645,9 @@ def main():
     p.add_argument("--existing-secret")
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
+    p.add_argument("--image-config", metavar="TOML", help="the image's config.toml (deploy/docker/config.toml)")
+    p.add_argument("--dockerfile", metavar="FILE", help="the image's Dockerfile")
+    p.add_argument("--no-pre-stop", action="store_true", help="the values turn the preStop hook off")
     p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
     p.add_argument("--redis-mode", choices=("standalone", "sentinel", "cluster"),
                    help="the node uses Redis in this mode")

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a container engine or a cluster:
 #
-#   - Helm chart: `helm lint --strict` (defaults and every option on), the
-#     values schema rejecting mistakes, `helm template` for several value sets
-#     validated with kubernetes-validate --strict against Kubernetes 1.28.0 and
-#     the newest bundled version, plus assertions on the rendered manifests
-#     (scripts/check_rendered.py).
+#   - Helm chart: `helm lint --strict` (defaults, every option on, and each
+#     ci/*-values.yaml), the values schema and the templates rejecting
+#     mistakes, `helm template` for several value sets (each Redis mode, TLS,
+#     TURN, JWK Set, admin API, existing Secrets) validated with
+#     kubernetes-validate --strict against Kubernetes 1.28.0 and the newest
+#     bundled version, plus assertions on the rendered manifests
+#     (scripts/check_rendered.py: config keys, secrets, probes, drain timing,
+#     security context against the image), and proof that those assertions
+#     catch a few broken renders.
 #   - docker-compose.yml: `docker-compose config -q`, with and without the
 #     monitoring profile, plus assertions on the resolved configuration.
 #   - HAProxy configuration: `haproxy -c`.
@@ -202,7 +206,8 @@ render_case() {
     check "kubernetes-validate $NEWEST_K8S ($name)" validate_k8s "$out.builtin" "$NEWEST_K8S"
   fi
   # shellcheck disable=SC2086
-  check "rendered manifests ($name)" check_rendered helm "$out" $check_args
+  check "rendered manifests ($name)" check_rendered helm "$out" \
+    --image-config deploy/docker/config.toml --dockerfile Dockerfile $check_args
 }
 
 render_case defaults "" "--replicas 3 --expect-kind PodDisruptionBudget --expect-kind ServiceAccount"
@@ -230,6 +235,38 @@ render_case redis-cluster-mtls "-f $CHART/ci/redis-cluster-values.yaml" \
   "--replicas 3 --redis-mode cluster --redis-tls mtls"
 render_case replicas-10 "-f $CHART/ci/scale-values.yaml --set autoscaling.enabled=false" "--replicas 10"
 render_case replicas-10-hpa "-f $CHART/ci/scale-values.yaml" "--hpa --expect-kind HorizontalPodAutoscaler"
+
+render_case no-pre-stop "--set lifecycle.preStopSleepSeconds=0" "--replicas 3 --no-pre-stop"
+render_case long-drain "--set server.drainTimeout=120 --set lifecycle.preStopSleepSeconds=15" "--replicas 3"
+
+# catches EXPECTED HELM_ARGS...: the chart renders, and check_rendered.py
+# refuses the result with EXPECTED (so its assertions are known to bite).
+catches() {
+  local expected=$1 out="$WORK/catches.yaml" report
+  shift
+  render_to "$out" "$@"
+  if report=$(check_rendered helm "$out" --image-config deploy/docker/config.toml --dockerfile Dockerfile 2>&1); then
+    echo "check_rendered.py accepted: $*"
+    return 1
+  fi
+  grep -qF -- "$expected" <<<"$report" || {
+    echo "refused, but without \"$expected\":"
+    echo "$report"
+    return 1
+  }
+}
+check "assertions catch a writable root filesystem" \
+  catches "root filesystem is writable" --set securityContext.readOnlyRootFilesystem=false
+check "assertions catch a user other than the image's" \
+  catches "the image's user is 10001" --set securityContext.runAsUser=1000
+check "assertions catch privilege escalation" \
+  catches "privilege escalation allowed" --set securityContext.allowPrivilegeEscalation=true
+check "assertions catch a misspelt environment variable" \
+  catches "SIGNAL_MANAGER_TURN_SECRT sets no known key" --set 'extraEnv[0].name=SIGNAL_MANAGER_TURN_SECRT' --set 'extraEnv[0].value=x'
+check "assertions catch two ways to verify tokens" \
+  catches "exactly one of token_secret" --set 'extraEnv[0].name=SIGNAL_MANAGER_AUTH_JWKS_URL' --set 'extraEnv[0].value=https://idp/jwks.json'
+check "assertions catch a missing preStop hook" \
+  catches "no preStop hook" --set lifecycle.preStopSleepSeconds=0
 
 # The ServiceMonitor (a custom resource) is checked by rendering it.
 servicemonitor_rendered() {
