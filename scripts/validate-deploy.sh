@@ -342,6 +342,30 @@ check "rejects a client certificate without a Secret" \
 check "rejects a CA together with insecure TLS" \
   rejects "would not be used" -f "$CHART/ci/redis-tls-values.yaml" --set redis.tls.insecure=true
 
+# Every leaf of values.yaml has a row in the chart README's values table
+# (a row "prefix.*" covers a group; free-form maps count as one value).
+readme_documents_values() {
+  "$PY" - "$CHART" <<'EOF'
+import re, sys, yaml
+chart = sys.argv[1]
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+rows = set(re.findall(r"^\| `([^`]+)`", open(f"{chart}/README.md").read(), re.M))
+free_form = {"podSecurityContext", "securityContext", "resources", "redis.internal.resources"}
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and v and key not in free_form:
+            yield from leaves(v, key + ".")
+        else:
+            yield key
+missing = [k for k in leaves(values) if k not in rows
+           and not any(".".join(k.split(".")[:i]) + ".*" in rows for i in range(1, k.count(".") + 1))]
+if missing:
+    sys.exit("README.md lacks rows for: " + ", ".join(missing))
+EOF
+}
+check "chart README documents every value" readme_documents_values
+
 chart_versions_match() {
   local crate chart app
   crate=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
