@@ -269,7 +269,7 @@ Checks on combinations of values that the schema cannot express.
 {{- $sentinel := .Values.redis.sentinel }}
 {{- $tls := .Values.redis.tls }}
 {{- if and .Values.redis.internal.enabled (ne $mode "standalone") }}
-{{- fail (printf "redis.internal.enabled runs one standalone Redis pod: it cannot serve redis.mode %s; give the %s's addresses in redis.url or redis.existingSecret" $mode (ternary "Sentinels" "cluster nodes" (eq $mode "sentinel"))) }}
+{{- fail (printf "redis.internal.enabled runs one standalone Redis pod: it cannot serve redis.mode %s; give the addresses of the %s in redis.url or redis.existingSecret" $mode (ternary "Sentinels" "cluster's seed nodes" (eq $mode "sentinel"))) }}
 {{- end }}
 {{- if and (ne $mode "standalone") (eq $redisSources 0) }}
 {{- fail (printf "redis.mode %s needs the addresses of the %s: set redis.url or redis.existingSecret" $mode (ternary "Sentinels" "cluster's seed nodes" (eq $mode "sentinel"))) }}
@@ -286,8 +286,8 @@ Checks on combinations of values that the schema cannot express.
 {{- if and $sentinel.existingSecret $sentinel.password }}
 {{- fail "redis.sentinel.existingSecret is set: leave redis.sentinel.password empty and put the password in that Secret" }}
 {{- end }}
-{{- if and (not $tls.enabled) (or $tls.existingSecret $tls.insecure) }}
-{{- fail "redis.tls.existingSecret and redis.tls.insecure need redis.tls.enabled" }}
+{{- if and (not $tls.enabled) (or $tls.existingSecret $tls.clientCert $tls.insecure) }}
+{{- fail "redis.tls.existingSecret, redis.tls.clientCert and redis.tls.insecure need redis.tls.enabled" }}
 {{- end }}
 {{- if $tls.enabled }}
 {{- if .Values.redis.internal.enabled }}
