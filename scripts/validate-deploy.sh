@@ -224,6 +224,8 @@ render_case existing-secret-public-key \
 render_case public-key "-f $CHART/ci/public-key-values.yaml" "--replicas 3"
 render_case jwks "-f $CHART/ci/jwks-values.yaml" \
   "--replicas 3 --jwks https://example-tenant.auth0.com/.well-known/jwks.json"
+render_case turn-admin "-f $CHART/ci/turn-admin-values.yaml" \
+  "--replicas 3 --turn chart --admin-api chart --expect-kind NetworkPolicy"
 render_case redis-standalone-tls "-f $CHART/ci/redis-tls-values.yaml" \
   "--replicas 3 --redis-mode standalone --redis-tls ca"
 render_case redis-sentinel "-f $CHART/ci/redis-sentinel-values.yaml" \
