@@ -68,6 +68,14 @@ pub struct Metrics {
     pub draining: Gauge,
     /// Trace spans dropped: the export queue was full or their export failed.
     pub spans_dropped: Counter,
+    /// Cross-node signals published and not yet confirmed, bounced or answered.
+    pub unconfirmed: Gauge,
+    /// Cross-node signals answered because no node confirmed them in time.
+    pub delivery_timeouts: Counter,
+    /// Signals this node received too late to deliver (their origin answers them).
+    pub signals_expired: Counter,
+    /// Confirmation envelopes published to origin nodes.
+    pub confirmations_sent: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -113,6 +121,10 @@ impl Metrics {
             redis_connected: Gauge::default(),
             draining: Gauge::default(),
             spans_dropped: Counter::default(),
+            unconfirmed: Gauge::default(),
+            delivery_timeouts: Counter::default(),
+            signals_expired: Counter::default(),
+            confirmations_sent: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -248,6 +260,26 @@ impl Metrics {
             "spans_dropped",
             "Trace spans dropped: export queue full or export to the collector failed",
             m.spans_dropped.clone(),
+        );
+        r.register(
+            "unconfirmed_signals",
+            "Cross-node signals published and not yet confirmed by their receiving node",
+            m.unconfirmed.clone(),
+        );
+        r.register(
+            "delivery_timeouts",
+            "Cross-node signals answered because no node confirmed them in time",
+            m.delivery_timeouts.clone(),
+        );
+        r.register(
+            "signals_expired",
+            "Signals received too late to deliver; their origin answers them",
+            m.signals_expired.clone(),
+        );
+        r.register(
+            "confirmations_sent",
+            "Confirmation envelopes published to origin nodes",
+            m.confirmations_sent.clone(),
         );
         Metrics {
             registry: r,

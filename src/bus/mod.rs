@@ -31,6 +31,10 @@ use crate::ids::NodeId;
 pub trait EnvelopeSink: Send + Sync + 'static {
     /// Handles one encoded envelope.
     fn on_envelope(&self, bytes: &[u8]);
+
+    /// The subscription was (re-)established. After a re-subscription the
+    /// backend may have restarted empty or dropped envelopes meanwhile.
+    fn on_subscribed(&self) {}
 }
 
 /// Called once with the outcome of a publish.

@@ -40,6 +40,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "key_prefix",
             "presence_ttl",
             "redis_pool_size",
+            "delivery_timeout",
         ],
     ),
     ("admin", &["host", "port"]),

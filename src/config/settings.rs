@@ -161,6 +161,9 @@ pub struct ClusterSettings {
     pub presence_ttl: Option<u64>,
     /// Pooled Redis connections for commands (pub/sub has its own).
     pub redis_pool_size: usize,
+    /// Seconds within which a cross-node signal that no node confirmed is
+    /// answered PEER_UNREACHABLE.
+    pub delivery_timeout: u64,
 }
 
 impl Default for ClusterSettings {
@@ -171,6 +174,7 @@ impl Default for ClusterSettings {
             key_prefix: "sm".into(),
             presence_ttl: None,
             redis_pool_size: 16,
+            delivery_timeout: 2,
         }
     }
 }
@@ -269,6 +273,7 @@ impl Settings {
                 "cluster.redis_pool_size",
                 self.cluster.redis_pool_size as u64,
             ),
+            ("cluster.delivery_timeout", self.cluster.delivery_timeout),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -326,7 +331,13 @@ impl Settings {
         Ok(())
     }
 
-    /// Seconds a presence record lives without refresh.
+    /// How long an unconfirmed cross-node signal waits before its sender is
+    /// answered PEER_UNREACHABLE.
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_secs(self.cluster.delivery_timeout)
+    }
+
+    /// How long a presence record lives without refresh.
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(
             self.cluster

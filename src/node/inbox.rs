@@ -23,6 +23,12 @@ impl EnvelopeSink for NodeSink {
             node.on_envelope(bytes);
         }
     }
+
+    fn on_subscribed(&self) {
+        if let Some(node) = self.0.upgrade() {
+            node.on_subscribed();
+        }
+    }
 }
 
 /// A signal envelope whose ids were checked, with its origin parsed.
@@ -50,6 +56,22 @@ impl Inbound {
 }
 
 impl Node {
+    /// The subscription is (again) in place. A re-subscription means Redis
+    /// restarted or the connection broke: Redis may have lost every record,
+    /// so re-register every local session now (not at the next upkeep
+    /// tick), and let other nodes re-send confirmations the broken
+    /// connection may have lost before giving up on any signal.
+    fn on_subscribed(&self) {
+        if self
+            .subscribed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!("bus subscription re-established; re-registering local sessions");
+            self.unconfirmed.resubscribed(self.now_ms());
+            self.health.upkeep_now();
+        }
+    }
+
     /// Handles one envelope from the bus.
     fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
         let envelope = match Envelope::decode(bytes) {
@@ -69,20 +91,24 @@ impl Node {
                 }
             },
             Envelope::Undeliverable {
-                source,
-                target,
-                message_id,
-                code,
+                target, code, seq, ..
             } => {
-                if !is_valid_client_id(&source) || !is_valid_client_id(&target) {
+                if !is_valid_client_id(&target) {
                     self.metrics.envelope_refused("invalid_id");
                     return;
                 }
                 self.forget_location(&target);
-                if let Some(sender) = self.hub.get(&source) {
-                    self.answer(&sender, message_id, RouteError::from_code(&code));
+                // Answered once: unless a timeout answered it already.
+                if let Some(pending) = self.settle(seq) {
+                    self.fail(&pending, RouteError::from_code(&code));
                 }
             }
+            Envelope::Confirm { seqs } => {
+                for seq in seqs {
+                    self.settle(seq);
+                }
+            }
+            Envelope::Mark { at_ms } => self.unconfirmed.mark_echoed(at_ms, self.now_ms()),
             Envelope::Takeover { client, session } => {
                 let Some(client) = ClientId::new(&client) else {
                     self.metrics.envelope_refused("invalid_id");
@@ -138,6 +164,14 @@ impl Node {
             kind,
             origin,
         } = inbound;
+        let age_us = now_micros().saturating_sub(signal.sent_at_us);
+        if age_us > self.accept_window_us() {
+            // The origin may have given up on it already (or will): never
+            // deliver what its sender may be told failed.
+            self.metrics.signals_expired.inc();
+            self.bounce(&signal, &origin, RouteError::Unreachable);
+            return Some(RouteError::Unreachable);
+        }
         let error = match self.hub.get(&signal.target) {
             None if !signal.forwarded => {
                 // The origin's cached location is stale: pass it on, within
@@ -169,10 +203,12 @@ impl Node {
                 );
                 match frame.map(|f| target.deliver(f)) {
                     Ok(Ok(())) => {
-                        let latency = now_micros().saturating_sub(signal.sent_at_us);
                         self.metrics
                             .cross_node_delivery
-                            .observe(latency as f64 / 1e6);
+                            .observe(age_us as f64 / 1e6);
+                        if self.confirmations.add(&origin, signal.seq) {
+                            self.confirm_wake.notify_one();
+                        }
                         return None;
                     }
                     Err(_) => RouteError::TooLarge,
@@ -191,6 +227,7 @@ impl Node {
             target: signal.target.clone(),
             message_id: signal.message_id,
             code: error.code().as_str().to_owned(),
+            seq: signal.seq,
         };
         self.bus.publish(origin, bounce.encode(), None);
     }

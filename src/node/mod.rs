@@ -9,6 +9,8 @@
 //! (envelopes from other nodes), `upkeep.rs` (presence refresh, node
 //! liveness, bus probes, readiness).
 
+mod confirm;
+mod delivery;
 mod hub;
 mod inbox;
 mod locations;
@@ -61,11 +63,27 @@ pub struct Node {
     locations: locations::LocationCache,
     /// Stale-location forwards in flight (bounded).
     forwards: Arc<tokio::sync::Semaphore>,
+    /// Cross-node signals this node sent, waiting for confirmation.
+    unconfirmed: confirm::Unconfirmed,
+    /// Signals this node took, waiting to be confirmed to their origins.
+    confirmations: confirm::Confirmations,
+    /// Wakes the confirmation flusher.
+    confirm_wake: tokio::sync::Notify,
+    /// Wakes the unconfirmed-signal sweeper.
+    sweep_wake: tokio::sync::Notify,
+    /// The origin of [`Node::now_ms`].
+    started: tokio::time::Instant,
+    /// The bus subscription was established at least once.
+    subscribed: AtomicBool,
 }
 
 /// Forwards of envelopes whose target moved that may run at once; beyond
 /// this the origin is answered PEER_UNREACHABLE at once.
 const MAX_FORWARDS: usize = 1024;
+
+/// Cross-node signals that may wait for confirmation at once; beyond this
+/// a signal is answered UNAVAILABLE before it is published.
+const MAX_UNCONFIRMED: usize = 200_000;
 
 impl Node {
     /// Assembles a node from its parts.
@@ -81,6 +99,7 @@ impl Node {
             frames: settings.server.outbound_queue_frames,
             bytes: settings.server.outbound_queue_bytes,
         };
+        let delivery_timeout_ms = settings.delivery_timeout().as_millis() as u64;
         Node {
             id,
             settings,
@@ -94,7 +113,22 @@ impl Node {
             limits,
             locations: locations::LocationCache::new(LOCATION_CACHE_TTL),
             forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            unconfirmed: confirm::Unconfirmed::new(
+                MAX_UNCONFIRMED,
+                confirm::Timing::for_timeout(delivery_timeout_ms),
+            ),
+            confirmations: confirm::Confirmations::default(),
+            confirm_wake: tokio::sync::Notify::new(),
+            sweep_wake: tokio::sync::Notify::new(),
+            started: tokio::time::Instant::now(),
+            subscribed: AtomicBool::new(false),
         }
+    }
+
+    /// Milliseconds of the node's monotonic clock (tokio's, so paused-time
+    /// tests drive it).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// This node's id.
