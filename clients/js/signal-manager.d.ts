@@ -32,12 +32,16 @@ export type PayloadTypeCode = (typeof PayloadType)[keyof typeof PayloadType];
 export type ErrorCodeName =
   | 'BAD_FRAME' | 'UNKNOWN_MESSAGE_TYPE' | 'UNSUPPORTED_PAYLOAD_TYPE' | 'BAD_PAYLOAD'
   | 'NOT_AUTHENTICATED' | 'AUTH_FAILED' | 'TOKEN_EXPIRED' | 'PEER_NOT_FOUND'
-  | 'PEER_UNREACHABLE' | 'RATE_LIMITED' | 'SERVER_BUSY' | 'UNAVAILABLE' | 'INTERNAL';
+  | 'PEER_UNREACHABLE' | 'RATE_LIMITED' | 'SERVER_BUSY' | 'UNAVAILABLE' | 'INTERNAL'
+  /** 1.1: the token's peers claim does not allow the signal's target. */
+  | 'FORBIDDEN';
 export declare const ErrorCode: Readonly<{ [K in ErrorCodeName]: K }>;
 
 export type DisconnectReasonName =
   | 'CLIENT_LEFT' | 'REPLACED' | 'IDLE_TIMEOUT' | 'TOKEN_EXPIRED'
-  | 'SERVER_SHUTDOWN' | 'SLOW_CONSUMER' | 'POLICY';
+  | 'SERVER_SHUTDOWN' | 'SLOW_CONSUMER' | 'POLICY'
+  /** 1.1: ended through the admin API; not resumable, no reconnect. */
+  | 'KICKED';
 export declare const DisconnectReason: Readonly<{ [K in DisconnectReasonName]: K }>;
 
 /** A frame or payload that breaks the protocol; `code` is the ERROR code a server answers with. */
@@ -81,8 +85,32 @@ interface MessageBase {
   messageId: string;
   payloadType: number;
 }
-export interface ConnectMessage extends MessageBase { clientId: string; authToken: string }
-export interface ConnectAckMessage extends MessageBase { sessionId: string; clientId: string; nodeId: string; heartbeatIntervalMs: number }
+/** An ICE server as CONNECT_ACK carries it (1.1), ready for `new RTCPeerConnection({iceServers})`. */
+export interface IceServer {
+  urls: string[];
+  /** TURN only: `<expiry>:<client_id>`. Absent for STUN. */
+  username?: string;
+  /** TURN only: the time-limited credential. Absent for STUN. */
+  credential?: string;
+}
+export interface ConnectMessage extends MessageBase {
+  clientId: string;
+  authToken: string;
+  /** 1.1: asks to resume the session this token was issued for; undefined when absent or empty. */
+  resumeToken?: string;
+}
+export interface ConnectAckMessage extends MessageBase {
+  sessionId: string;
+  clientId: string;
+  nodeId: string;
+  heartbeatIntervalMs: number;
+  /** 1.1: single-use secret for resuming this session; undefined when absent or empty. */
+  resumeToken?: string;
+  /** 1.1: true when the CONNECT resumed an existing session; false when absent. */
+  resumed: boolean;
+  /** 1.1: STUN/TURN servers; empty when absent. Empty username/credential are left out. */
+  iceServers: IceServer[];
+}
 export interface SignalMessage extends MessageBase { targetClientId: string; sourceClientId?: string; signalData: string }
 export interface ErrorMessage extends MessageBase { code: string; message: string }
 /** reason and message are undefined for an empty DISCONNECT. */

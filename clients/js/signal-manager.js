@@ -51,6 +51,7 @@ export const ErrorCode = Object.freeze({
   SERVER_BUSY: 'SERVER_BUSY',
   UNAVAILABLE: 'UNAVAILABLE',
   INTERNAL: 'INTERNAL',
+  FORBIDDEN: 'FORBIDDEN', // 1.1: the token's peers claim does not allow that target
 });
 
 /** DISCONNECT reasons of PROTOCOL.md. */
@@ -62,6 +63,7 @@ export const DisconnectReason = Object.freeze({
   SERVER_SHUTDOWN: 'SERVER_SHUTDOWN',
   SLOW_CONSUMER: 'SLOW_CONSUMER',
   POLICY: 'POLICY',
+  KICKED: 'KICKED', // 1.1: ended through the admin API
 });
 
 const MESSAGE_TYPES = new Set(Object.values(MessageType));
@@ -231,8 +233,8 @@ export function decodeFrame(data, { sender } = {}) {
  * spaces, as JSON.stringify and serde_json both write).
  */
 const FIELDS = {
-  connect: ['client_id', 'auth_token'],
-  connectAck: ['session_id', 'client_id', 'node_id', 'heartbeat_interval_ms'],
+  connect: ['client_id', 'auth_token', 'resume_token'],
+  connectAck: ['session_id', 'client_id', 'node_id', 'heartbeat_interval_ms', 'resume_token', 'resumed', 'ice_servers'],
   signal: ['target_client_id', 'source_client_id', 'signal_data'],
   error: ['code', 'message'],
   disconnect: ['reason', 'message'],
@@ -270,6 +272,48 @@ function requireString(body, key, id, { optional = false } = {}) {
     throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a string`, id);
   }
   return v;
+}
+
+/**
+ * An optional field added in version 1.1: absent, null (or, for a string,
+ * empty, the protobuf default a translating server may carry over) means
+ * none; any other value must have the right type.
+ */
+function optionalString(body, key, id) {
+  const v = body[key];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a string`, id);
+  return v;
+}
+
+function optionalBool(body, key, id) {
+  const v = body[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a boolean`, id);
+  return v;
+}
+
+/**
+ * `ice_servers` as RTCIceServer objects: `{urls}` plus `username` and
+ * `credential` when they are non-empty (STUN entries carry none).
+ */
+function iceServersOf(body, id) {
+  const v = body.ice_servers;
+  if (v === undefined || v === null) return [];
+  const bad = () => new ProtocolError(ErrorCode.BAD_PAYLOAD, 'field ice_servers must be an array of {urls: string[], username?, credential?}', id);
+  if (!Array.isArray(v)) throw bad();
+  return v.map((entry) => {
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw bad();
+    if (!Array.isArray(entry.urls) || !entry.urls.every((u) => typeof u === 'string')) throw bad();
+    const server = { urls: [...entry.urls] };
+    for (const key of ['username', 'credential']) {
+      const s = entry[key];
+      if (s === undefined || s === null || s === '') continue;
+      if (typeof s !== 'string') throw bad();
+      server[key] = s;
+    }
+    return server;
+  });
 }
 
 function requireClientId(body, key, id) {
@@ -315,7 +359,12 @@ export function decodeMessage(frame) {
   }
   switch (schemaOf(messageType)) {
     case 'connect':
-      return { ...base, clientId: requireClientId(body, 'client_id', id), authToken: requireString(body, 'auth_token', id) };
+      return {
+        ...base,
+        clientId: requireClientId(body, 'client_id', id),
+        authToken: requireString(body, 'auth_token', id),
+        resumeToken: optionalString(body, 'resume_token', id),
+      };
     case 'connectAck': {
       const interval = body.heartbeat_interval_ms;
       if (!Number.isInteger(interval) || interval < 0 || interval > 0xffffffff) {
@@ -327,6 +376,9 @@ export function decodeMessage(frame) {
         clientId: requireString(body, 'client_id', id),
         nodeId: requireString(body, 'node_id', id),
         heartbeatIntervalMs: interval,
+        resumeToken: optionalString(body, 'resume_token', id),
+        resumed: optionalBool(body, 'resumed', id),
+        iceServers: iceServersOf(body, id),
       };
     }
     case 'signal':
