@@ -4,85 +4,16 @@
 // tests/browser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWsServer, NodeWebSocket } from '../testing/ws.js';
+import { startWsServer } from '../testing/ws.js';
+import {
+  utf8, eventually, nextEvent, scriptedServer, send, ack, defaultScript, disconnect, newClient,
+} from '../testing/scripted.js';
 import {
   MessageType as T,
   PayloadType as P,
-  SignalManagerClient,
   attachPeerConnection,
-  decodeClientMessage,
   encodeFrame,
-  encodeJson,
-  newMessageId,
 } from '../signal-manager.js';
-
-const utf8 = new TextDecoder();
-
-/** Waits until `pred()` is truthy, polling; fails after `ms`. */
-async function eventually(pred, ms = 3000, what = 'condition') {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = pred();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-function nextEvent(client, type, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no ${type} event within ${ms} ms`));
-    }, ms);
-    const off = client.on(type, (d) => {
-      clearTimeout(timer);
-      off();
-      resolve(d);
-    });
-  });
-}
-
-/**
- * A scripted server. Every decoded client frame is recorded in `frames`
- * (with its connection). `script(conn, msg, raw)` answers; the default one
- * acks CONNECT and echoes HEARTBEAT.
- */
-async function scriptedServer(script = defaultScript, opts = {}) {
-  const frames = [];
-  const server = await startWsServer((conn) => {
-    conn.on('message', (raw, isBinary) => {
-      if (!isBinary) return;
-      const msg = decodeClientMessage(raw);
-      frames.push({ conn, msg, raw });
-      script(conn, msg, raw, opts);
-    });
-  });
-  return { ...server, frames };
-}
-
-function send(conn, messageType, fields, messageId = newMessageId()) {
-  conn.send(encodeFrame({ messageType, messageId, payloadType: P.JSON, payload: encodeJson(messageType, fields) }));
-  return messageId;
-}
-
-function ack(conn, msg, { heartbeat = 30000, node = 'node-t', session = 'sess-1' } = {}) {
-  send(conn, T.CONNECT_ACK, { session_id: session, client_id: msg.clientId, node_id: node, heartbeat_interval_ms: heartbeat }, msg.messageId);
-}
-
-function defaultScript(conn, msg, raw, opts) {
-  if (msg.messageType === T.CONNECT) ack(conn, msg, opts);
-  else if (msg.messageType === T.HEARTBEAT) {
-    conn.send(encodeFrame({ messageType: T.HEARTBEAT_ACK, messageId: msg.messageId, payloadType: msg.payloadType, payload: msg.payload }));
-  } else if (msg.messageType === T.DISCONNECT) conn.close(1000);
-}
-
-function disconnect(conn, reason, code) {
-  send(conn, T.DISCONNECT, { reason, message: `test ${reason}` });
-  conn.close(code);
-}
-
-const newClient = (opts = {}) => new SignalManagerClient({ WebSocket: NodeWebSocket, initialDelayMs: 10, maxDelayMs: 50, ...opts });
 
 test('connect sends CONNECT and resolves on the CONNECT_ACK with its id only', async (t) => {
   const server = await scriptedServer((conn, msg, raw, opts) => {
