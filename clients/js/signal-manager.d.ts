@@ -134,6 +134,12 @@ export interface ConnectedInfo {
   url: string;
   /** True when this session replaced a lost one automatically. */
   reconnected: boolean;
+  /**
+   * 1.1: true when the node resumed the session (same sessionId; the signals
+   * it held follow this event). False for a new session, a node without
+   * resume, and a token refresh.
+   */
+  resumed: boolean;
 }
 
 export interface SignalEventDetail {
@@ -164,6 +170,12 @@ export interface DisconnectEventDetail {
   /** The WebSocket close code. */
   closeCode: number;
   willReconnect: boolean;
+  /**
+   * 1.1: true while the client holds a resume token for the session, i.e. it
+   * ended without a DISCONNECT that rules out resuming (KICKED, REPLACED,
+   * TOKEN_EXPIRED, POLICY, SLOW_CONSUMER, close()). A reconnect offers it.
+   */
+  resumable: boolean;
 }
 
 export interface ReconnectingEventDetail {
@@ -171,6 +183,8 @@ export interface ReconnectingEventDetail {
   delayMs: number;
   url: string;
   reason: string;
+  /** 1.1: true when this attempt offers a resume token. */
+  resume: boolean;
 }
 
 export interface SignalManagerEventMap {
@@ -208,6 +222,16 @@ export interface SignalManagerClientOptions {
   refreshMarginMs?: number;
 }
 
+export interface ConnectOptions {
+  /**
+   * 1.1: resume the session this token came from (e.g. `client.resumeToken`
+   * saved before a page reload, or after the client gave up reconnecting).
+   * An unknown, used or expired token is not an error: a new session starts
+   * (`resumed: false`).
+   */
+  resumeToken?: string;
+}
+
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
 export declare class SignalManagerClient extends EventTarget {
@@ -219,6 +243,16 @@ export declare class SignalManagerClient extends EventTarget {
   readonly heartbeatIntervalMs?: number;
   /** The URL of the current or last socket. */
   readonly url?: string;
+  /** 1.1: whether the latest connect or reconnect resumed the session (CONNECT_ACK `resumed`). */
+  readonly resumed: boolean;
+  /**
+   * 1.1: the resume token of the latest CONNECT_ACK while the session may
+   * still be resumed; undefined after a DISCONNECT that ends it for good or
+   * close(). Only for connect(..., {resumeToken}) from elsewhere (a reloaded
+   * page); it is a secret like the auth token, single-use, and the client
+   * offers it on its own reconnects without help.
+   */
+  readonly resumeToken?: string;
 
   /** Subscribes to an event's detail; returns an unsubscribe function. */
   on<K extends keyof SignalManagerEventMap>(type: K, fn: (detail: SignalManagerEventMap[K]) => void): () => void;
@@ -226,8 +260,10 @@ export declare class SignalManagerClient extends EventTarget {
   /**
    * Opens a session; a list of URLs is tried in turn on reconnects. Rejects
    * with an Error whose `code` is an ERROR code, CONNECT_TIMEOUT or SOCKET_CLOSED.
+   * Offers a resume token only when `options.resumeToken` is given; any
+   * token the client still holds from an earlier session is forgotten.
    */
-  connect(url: string | string[], clientId: string, token: string): Promise<ConnectedInfo>;
+  connect(url: string | string[], clientId: string, token: string, options?: ConnectOptions): Promise<ConnectedInfo>;
   /** Refresh CONNECT on the open session; a refusal leaves the session as it was. */
   refreshToken(token: string): Promise<ConnectedInfo>;
   /** Returns the message id; throws an Error with code NOT_CONNECTED when not connected. */

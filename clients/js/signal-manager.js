@@ -431,6 +431,21 @@ const RECONNECT_REASONS = new Set([
   DisconnectReason.TOKEN_EXPIRED, // only with a getToken callback, see #shouldReconnect
 ]);
 
+/**
+ * How a session may end and stay resumable (PROTOCOL.md 1.1, "Session
+ * resume"): without the client's DISCONNECT, so a lost socket, the client's
+ * own heartbeat timeout (the server sees a lost socket), IDLE_TIMEOUT or
+ * SERVER_SHUTDOWN. After any other DISCONNECT (KICKED, REPLACED,
+ * TOKEN_EXPIRED, POLICY, SLOW_CONSUMER, or one the client does not know) the
+ * resume token is forgotten.
+ */
+const RESUMABLE_REASONS = new Set([
+  'CONNECTION_LOST',
+  'HEARTBEAT_TIMEOUT',
+  DisconnectReason.IDLE_TIMEOUT,
+  DisconnectReason.SERVER_SHUTDOWN,
+]);
+
 const EMPTY = new Uint8Array(0);
 
 function makeEvent(type, detail) {
@@ -462,12 +477,18 @@ function jwtExpiry(token) {
 /**
  * One signaling session with reconnects. Events (CustomEvent, data in
  * `event.detail`; or use `on(type, fn)` which passes the detail):
- *   connected    {sessionId, clientId, nodeId, heartbeatIntervalMs, url, reconnected}
+ *   connected    {sessionId, clientId, nodeId, heartbeatIntervalMs, url, reconnected, resumed}
  *   offer|answer|ice  {from, to, data, messageId, messageType}
  *   error        {code, message, messageId}   an ERROR from the server
- *   disconnect   {reason, message, closeCode, willReconnect}
- *   reconnecting {attempt, delayMs, url}
+ *   disconnect   {reason, message, closeCode, willReconnect, resumable}
+ *   reconnecting {attempt, delayMs, url, reason, resume}
  *   heartbeat    {rttMs}
+ *
+ * Resume (protocol 1.1): the client keeps the resume token of the latest
+ * CONNECT_ACK and offers it in the CONNECT of an automatic reconnect, so
+ * that the node resumes the session and delivers the signals it held for
+ * it. A fresh connect() offers none unless given one. The token is a
+ * secret: it is in no event detail and no error message.
  */
 export class SignalManagerClient extends EventTarget {
   /**
@@ -503,6 +524,8 @@ export class SignalManagerClient extends EventTarget {
     this.clientId = undefined;
     this.heartbeatIntervalMs = undefined;
     this.url = undefined;
+    /** True when the latest (re)connect resumed the session (CONNECT_ACK `resumed`). */
+    this.resumed = false;
     this.#urls = [];
     this.#urlIndex = 0;
   }
@@ -522,6 +545,18 @@ export class SignalManagerClient extends EventTarget {
   #authFailed = null;
   #closing = null; // {resolve} while close() waits for the socket
   #forceCloseTimer = null; // gives up waiting for a close handshake
+  #resumeToken = undefined; // from the latest CONNECT_ACK; a secret, never in an event
+
+  /**
+   * The resume token of the latest CONNECT_ACK, while the session may still
+   * be resumed; undefined after a DISCONNECT that ends it for good or
+   * close(). For an application that must resume from another client
+   * object (a reloaded page): pass it to connect() as `resumeToken`. Keep it
+   * as secret as the auth token.
+   */
+  get resumeToken() {
+    return this.#resumeToken;
+  }
 
   /** Subscribes `fn(detail)` to an event; returns a function that unsubscribes. */
   on(type, fn) {
@@ -540,8 +575,14 @@ export class SignalManagerClient extends EventTarget {
    * in production). Resolves with the CONNECT_ACK; rejects with an Error
    * whose `code` is the ERROR code (AUTH_FAILED, TOKEN_EXPIRED, ...) or
    * CONNECT_TIMEOUT / SOCKET_CLOSED. A failed first connect does not retry.
+   *
+   * A resume token is offered only when `options.resumeToken` is given (a
+   * token of an earlier session of this client id, e.g. `client.resumeToken`
+   * after the client gave up reconnecting); otherwise any token the client
+   * still holds is forgotten and a new session starts.
+   * @param {{resumeToken?: string}} [options]
    */
-  connect(url, clientId, token) {
+  connect(url, clientId, token, { resumeToken } = {}) {
     if (this.state !== 'idle' && this.state !== 'closed') {
       return Promise.reject(new Error(`connect() while ${this.state}`));
     }
@@ -552,7 +593,11 @@ export class SignalManagerClient extends EventTarget {
     if (this.#urls.length === 0) return Promise.reject(new TypeError('no URL given'));
     this.#urlIndex = 0;
     this.clientId = clientId;
+    if (resumeToken !== undefined && typeof resumeToken !== 'string') {
+      return Promise.reject(new TypeError('resumeToken must be a string'));
+    }
     this.#token = token;
+    this.#resumeToken = resumeToken || undefined;
     this.#attempt = 0;
     this.state = 'connecting';
     return this.#open(false).catch((err) => {
@@ -585,7 +630,7 @@ export class SignalManagerClient extends EventTarget {
       this.#pending = { id, resolve, reject, timer, reconnected };
       ws.onopen = () => {
         this.#lastInbound = Date.now();
-        this.#sendStructured(MessageType.CONNECT, { client_id: this.clientId, auth_token: this.#token }, id);
+        this.#sendStructured(MessageType.CONNECT, { client_id: this.clientId, auth_token: this.#token, resume_token: this.#resumeToken }, id);
       };
       ws.onmessage = (ev) => {
         if (ws === this.#ws) this.#onMessage(ev.data);
@@ -652,6 +697,10 @@ export class SignalManagerClient extends EventTarget {
     this.sessionId = msg.sessionId;
     this.nodeId = msg.nodeId;
     this.heartbeatIntervalMs = msg.heartbeatIntervalMs;
+    // Single-use: every ACK (a refresh's too) replaces the token, and an ACK
+    // without one (resume off on that node) leaves none to offer.
+    this.#resumeToken = msg.resumeToken;
+    if (first) this.resumed = msg.resumed;
     this.#attempt = 0;
     if (first) this.#startHeartbeat();
     this.#scheduleRefresh();
@@ -662,7 +711,11 @@ export class SignalManagerClient extends EventTarget {
       heartbeatIntervalMs: msg.heartbeatIntervalMs,
       url: this.url,
       reconnected: p.reconnected,
+      resumed: msg.resumed,
     };
+    // Emitted before the signals that follow the ACK on this socket (those
+    // the node held for a resumed session) are read, so handlers that set
+    // up state for them run first.
     if (first) this.#emit('connected', info);
     p.resolve(info);
   }
@@ -761,7 +814,7 @@ export class SignalManagerClient extends EventTarget {
       this.state = 'closed';
       const done = this.#closing;
       this.#closing = null;
-      if (wasConnected) this.#emit('disconnect', { reason: DisconnectReason.CLIENT_LEFT, message: '', closeCode, willReconnect: false });
+      if (wasConnected) this.#emit('disconnect', { reason: DisconnectReason.CLIENT_LEFT, message: '', closeCode, willReconnect: false, resumable: false });
       done.resolve();
       return;
     }
@@ -773,8 +826,12 @@ export class SignalManagerClient extends EventTarget {
     const authFailed = !disc && this.#authFailed;
     const reason = disc?.reason ?? (authFailed ? authFailed.code : 'CONNECTION_LOST');
     const willReconnect = !authFailed && this.#shouldReconnect(reason);
+    // A failed reconnect attempt (no DISCONNECT) does not change whether the
+    // session can be resumed; a DISCONNECT that ends it for good does.
+    if (disc && !RESUMABLE_REASONS.has(disc.reason)) this.#resumeToken = undefined;
+    const resumable = this.#resumeToken !== undefined;
     if (wasConnected) {
-      this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect });
+      this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect, resumable });
     }
     if (willReconnect) {
       // After a node shuts down, try the next URL first.
@@ -783,7 +840,7 @@ export class SignalManagerClient extends EventTarget {
     } else {
       this.state = 'closed';
       if (!wasConnected) {
-        this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect: false });
+        this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect: false, resumable });
       }
     }
   }
@@ -808,7 +865,7 @@ export class SignalManagerClient extends EventTarget {
     const delayMs = Math.round(this.#backoffDelay());
     this.#attempt++;
     const url = this.#urls[this.#urlIndex % this.#urls.length];
-    this.#emit('reconnecting', { attempt: this.#attempt, delayMs, url, reason });
+    this.#emit('reconnecting', { attempt: this.#attempt, delayMs, url, reason, resume: this.#resumeToken !== undefined });
     this.#reconnectTimer = setTimeout(async () => {
       this.#reconnectTimer = null;
       if (this.state !== 'reconnecting') return;
@@ -879,6 +936,8 @@ export class SignalManagerClient extends EventTarget {
    * `timeoutMs` the client closes it itself).
    */
   close({ timeoutMs = 2000 } = {}) {
+    // Leaving ends the session for good (not resumable).
+    this.#resumeToken = undefined;
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
     clearTimeout(this.#refreshTimer);

@@ -208,7 +208,7 @@ test('SERVER_SHUTDOWN: reconnects to the next URL with a fresh token', async (t)
   disconnect(a.connections[0], 'SERVER_SHUTDOWN', 1001);
   assert.deepEqual(
     { ...(await disc), message: undefined },
-    { reason: 'SERVER_SHUTDOWN', message: undefined, closeCode: 1001, willReconnect: true },
+    { reason: 'SERVER_SHUTDOWN', message: undefined, closeCode: 1001, willReconnect: true, resumable: false },
   );
   assert.equal((await reconnecting).url, b.url);
   const info = await connected;
@@ -222,14 +222,14 @@ test('SERVER_SHUTDOWN: reconnects to the next URL with a fresh token', async (t)
   await client.close();
 });
 
-for (const reason of ['REPLACED', 'CLIENT_LEFT', 'POLICY']) {
+for (const reason of ['REPLACED', 'CLIENT_LEFT', 'POLICY', 'KICKED']) {
   test(`DISCONNECT ${reason}: no reconnect`, async (t) => {
     const server = await scriptedServer();
     t.after(() => server.close());
     const client = newClient();
     await client.connect(server.url, 'alice', 't');
     const disc = nextEvent(client, 'disconnect');
-    disconnect(server.connections[0], reason, reason === 'POLICY' ? 1008 : 1000);
+    disconnect(server.connections[0], reason, reason === 'POLICY' || reason === 'KICKED' ? 1008 : 1000);
     const d = await disc;
     assert.equal(d.reason, reason);
     assert.equal(d.willReconnect, false);

@@ -62,8 +62,17 @@ export function send(conn, messageType, fields, messageId = newMessageId()) {
   return messageId;
 }
 
-export function ack(conn, msg, { heartbeat = 30000, node = 'node-t', session = 'sess-1' } = {}) {
-  send(conn, T.CONNECT_ACK, { session_id: session, client_id: msg.clientId, node_id: node, heartbeat_interval_ms: heartbeat }, msg.messageId);
+/** Answers a CONNECT; the 1.1 fields are sent only when given. */
+export function ack(conn, msg, { heartbeat = 30000, node = 'node-t', session = 'sess-1', resumeToken, resumed, iceServers } = {}) {
+  send(conn, T.CONNECT_ACK, {
+    session_id: session,
+    client_id: msg.clientId,
+    node_id: node,
+    heartbeat_interval_ms: heartbeat,
+    resume_token: resumeToken,
+    resumed,
+    ice_servers: iceServers,
+  }, msg.messageId);
 }
 
 export function defaultScript(conn, msg, raw, opts) {
