@@ -253,6 +253,19 @@ export declare class SignalManagerClient extends EventTarget {
    * offers it on its own reconnects without help.
    */
   readonly resumeToken?: string;
+  /**
+   * 1.1: the STUN/TURN servers of the latest CONNECT_ACK (a refresh's too),
+   * a fresh copy on each read; empty before it and from a node without TURN
+   * or STUN configured. TURN credentials are time-limited: do not log them.
+   */
+  readonly iceServers: IceServer[];
+
+  /**
+   * An RTCConfiguration: `overrides` plus `iceServers` from the session,
+   * unless `overrides.iceServers` is given (used as it is). E.g.
+   * `rtcConfiguration({iceTransportPolicy: 'relay'})` for a relay-only call.
+   */
+  rtcConfiguration(overrides?: RTCConfiguration): RTCConfiguration & { iceServers: RTCIceServer[] };
 
   /** Subscribes to an event's detail; returns an unsubscribe function. */
   on<K extends keyof SignalManagerEventMap>(type: K, fn: (detail: SignalManagerEventMap[K]) => void): () => void;
@@ -276,6 +289,8 @@ export declare class SignalManagerClient extends EventTarget {
 }
 
 export interface PeerConnectionLink {
+  /** The peer connection: the one passed in, or the one the helper created. */
+  readonly pc: RTCPeerConnection;
   /** Stops handling signals and peer connection events. */
   detach(): void;
   /** Resolves when every received signal has been applied. */
@@ -292,7 +307,23 @@ export interface PeerConnectionLink {
  */
 export declare function attachPeerConnection(
   client: SignalManagerClient,
-  pc: RTCPeerConnection,
+  /** null: the helper creates it with `client.rtcConfiguration(options.rtcConfig)`. */
+  pc: RTCPeerConnection | null,
   peerId: string,
-  options?: { polite?: boolean; onError?: (err: unknown) => void },
+  options?: AttachOptions,
 ): PeerConnectionLink;
+
+export interface AttachOptions {
+  /** The polite side rolls back on an offer collision; give the two sides different values. */
+  polite?: boolean;
+  /** Receives negotiation errors (default: console.error). */
+  onError?: (err: unknown) => void;
+  /**
+   * When `pc` is null: RTCConfiguration fields merged with the session's ICE
+   * servers (see SignalManagerClient.rtcConfiguration), e.g.
+   * `{iceTransportPolicy: 'relay'}`.
+   */
+  rtcConfig?: RTCConfiguration;
+  /** When `pc` is null: the constructor to use (default globalThis.RTCPeerConnection). */
+  RTCPeerConnection?: new (config?: RTCConfiguration) => RTCPeerConnection;
+}

@@ -546,6 +546,7 @@ export class SignalManagerClient extends EventTarget {
   #closing = null; // {resolve} while close() waits for the socket
   #forceCloseTimer = null; // gives up waiting for a close handshake
   #resumeToken = undefined; // from the latest CONNECT_ACK; a secret, never in an event
+  #iceServers = []; // from the latest CONNECT_ACK; TURN credentials, so not in events either
 
   /**
    * The resume token of the latest CONNECT_ACK, while the session may still
@@ -556,6 +557,28 @@ export class SignalManagerClient extends EventTarget {
    */
   get resumeToken() {
     return this.#resumeToken;
+  }
+
+  /**
+   * The STUN/TURN servers of the latest CONNECT_ACK (a refresh's too), as
+   * RTCIceServer objects (a fresh copy on each read); empty before the
+   * first ACK and from a node without `turn.urls` or `turn.stun_urls`.
+   * TURN entries carry time-limited credentials: do not log them.
+   */
+  get iceServers() {
+    return this.#iceServers.map((s) => ({ ...s, urls: [...s.urls] }));
+  }
+
+  /**
+   * An RTCConfiguration for `new RTCPeerConnection(...)`: `overrides` with
+   * `iceServers` set to this session's, unless `overrides.iceServers` is
+   * given (then it is used as it is; spread `client.iceServers` into it to
+   * add servers of your own). For example `{iceTransportPolicy: 'relay'}`
+   * makes a relay-only call through the node's TURN servers.
+   * @param {object} [overrides] any RTCConfiguration fields
+   */
+  rtcConfiguration(overrides = {}) {
+    return { ...overrides, iceServers: overrides.iceServers ?? this.iceServers };
   }
 
   /** Subscribes `fn(detail)` to an event; returns a function that unsubscribes. */
@@ -598,6 +621,7 @@ export class SignalManagerClient extends EventTarget {
     }
     this.#token = token;
     this.#resumeToken = resumeToken || undefined;
+    this.#iceServers = [];
     this.#attempt = 0;
     this.state = 'connecting';
     return this.#open(false).catch((err) => {
@@ -700,6 +724,7 @@ export class SignalManagerClient extends EventTarget {
     // Single-use: every ACK (a refresh's too) replaces the token, and an ACK
     // without one (resume off on that node) leaves none to offer.
     this.#resumeToken = msg.resumeToken;
+    this.#iceServers = msg.iceServers;
     if (first) this.resumed = msg.resumed;
     this.#attempt = 0;
     if (first) this.#startHeartbeat();
@@ -978,16 +1003,28 @@ export class SignalManagerClient extends EventTarget {
  * `JSON.stringify(candidate)`. Remote signals from `peerId` are applied
  * strictly one at a time, in arrival order, through a promise chain.
  *
+ * Pass `null` as `pc` to have the helper create the RTCPeerConnection with
+ * `client.rtcConfiguration(rtcConfig)`, so with the STUN/TURN servers of the
+ * session's CONNECT_ACK (read at creation); the link's `pc` is it.
+ *
  * @param {SignalManagerClient} client
- * @param {RTCPeerConnection} pc
+ * @param {RTCPeerConnection|null} pc
  * @param {string} peerId
- * @param {{polite?: boolean, onError?: (err: Error) => void}} [options]
- * @returns {{detach: () => void, idle: () => Promise<void>, receive: (signal: object) => void}}
+ * @param {{polite?: boolean, onError?: (err: Error) => void, rtcConfig?: object,
+ *   RTCPeerConnection?: Function}} [options] `rtcConfig` and the
+ *   `RTCPeerConnection` constructor (default the global one) are used only
+ *   when `pc` is null
+ * @returns {{pc: RTCPeerConnection, detach: () => void, idle: () => Promise<void>, receive: (signal: object) => void}}
  *   detach stops handling; idle resolves when every received signal has
  *   been applied; receive applies a signal event detail that arrived before
  *   this helper was attached (typically the offer that made you create it).
  */
-export function attachPeerConnection(client, pc, peerId, { polite = false, onError } = {}) {
+export function attachPeerConnection(client, pc, peerId, { polite = false, onError, rtcConfig, RTCPeerConnection: Ctor } = {}) {
+  if (pc == null) {
+    const PeerConnection = Ctor ?? globalThis.RTCPeerConnection;
+    if (typeof PeerConnection !== 'function') throw new TypeError('no RTCPeerConnection constructor');
+    pc = new PeerConnection(client.rtcConfiguration(rtcConfig));
+  }
   let makingOffer = false;
   let ignoreOffer = false;
   let chain = Promise.resolve();
@@ -1061,6 +1098,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
   pc.addEventListener('icecandidate', onIceCandidate);
 
   return {
+    pc,
     detach() {
       offs.forEach((off) => off());
       pc.removeEventListener('negotiationneeded', onNegotiationNeeded);
