@@ -303,7 +303,9 @@ export interface PeerConnectionLink {
  * Wires an RTCPeerConnection to the client for one peer (perfect
  * negotiation). Descriptions are sent as JSON.stringify(pc.localDescription),
  * candidates as JSON.stringify(candidate); remote signals are applied one at
- * a time in arrival order.
+ * a time in arrival order. What it sends while the client reconnects is held
+ * and sent in order after the reconnect (dropped, with an onError of code
+ * NOT_CONNECTED, if the session ends for good).
  */
 export declare function attachPeerConnection(
   client: SignalManagerClient,

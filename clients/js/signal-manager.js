@@ -1003,6 +1003,12 @@ export class SignalManagerClient extends EventTarget {
  * `JSON.stringify(candidate)`. Remote signals from `peerId` are applied
  * strictly one at a time, in arrival order, through a promise chain.
  *
+ * What it sends while the client is reconnecting (an answer, candidates
+ * gathered meanwhile) is held and sent in order after the reconnect, ahead
+ * of anything the node held for a resumed session; if the session ends for
+ * good instead, it is dropped and `onError` gets an Error with code
+ * NOT_CONNECTED.
+ *
  * Pass `null` as `pc` to have the helper create the RTCPeerConnection with
  * `client.rtcConfiguration(rtcConfig)`, so with the STUN/TURN servers of the
  * session's CONNECT_ACK (read at creation); the link's `pc` is it.
@@ -1033,11 +1039,53 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     else console.error('signal-manager peer connection:', err);
   };
 
+  // Signals this side produces while the client is between sockets (an
+  // answer, candidates gathered meanwhile) wait here and go out in order
+  // once it has reconnected: the node holds the peer's signals for a
+  // resumable session, and this keeps ours, so a negotiation survives the
+  // gap. They are dropped, with an error, if the session ends for good.
+  const outbox = [];
+  const send = (kind, data) => {
+    if (outbox.length === 0) {
+      try {
+        client[kind](peerId, data);
+        return;
+      } catch (err) {
+        // The socket is already gone though the 'disconnect' event has not
+        // come yet ('connected'), or a reconnect is under way.
+        const between = client.state === 'connected' || client.state === 'reconnecting';
+        if (err.code !== 'NOT_CONNECTED' || !between) throw err;
+      }
+    }
+    outbox.push([kind, data]);
+  };
+  const flush = () => {
+    while (outbox.length > 0) {
+      const [kind, data] = outbox[0];
+      try {
+        client[kind](peerId, data);
+      } catch (err) {
+        if (err.code === 'NOT_CONNECTED') return; // lost again: wait for the next reconnect
+        report(err);
+      }
+      outbox.shift();
+    }
+  };
+  const dropOutbox = (why) => {
+    if (outbox.length === 0) return;
+    report(Object.assign(new Error(`${outbox.length} signal(s) to ${peerId} not sent: ${why}`), { code: 'NOT_CONNECTED' }));
+    outbox.length = 0;
+  };
+  // A reconnect flushes; a fresh connect() after the session ended does not
+  // get the old session's signals.
+  const onConnected = (info) => (info.reconnected ? flush() : dropOutbox('the session ended'));
+  const onDisconnect = (d) => { if (!d.willReconnect) dropOutbox(`the session ended (${d.reason})`); };
+
   const onNegotiationNeeded = async () => {
     try {
       makingOffer = true;
       await pc.setLocalDescription();
-      client.sendOffer(peerId, JSON.stringify(pc.localDescription));
+      send('sendOffer', JSON.stringify(pc.localDescription));
     } catch (err) {
       report(err);
     } finally {
@@ -1049,7 +1097,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     // A null candidate marks the end of gathering; nothing to send.
     if (!candidate) return;
     try {
-      client.sendIceCandidate(peerId, JSON.stringify(candidate));
+      send('sendIceCandidate', JSON.stringify(candidate));
     } catch (err) {
       report(err);
     }
@@ -1062,7 +1110,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     await pc.setRemoteDescription(description);
     if (description.type === 'offer') {
       await pc.setLocalDescription();
-      client.sendAnswer(peerId, JSON.stringify(pc.localDescription));
+      send('sendAnswer', JSON.stringify(pc.localDescription));
     }
   };
 
@@ -1093,6 +1141,8 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     client.on('offer', receive),
     client.on('answer', receive),
     client.on('ice', receive),
+    client.on('connected', onConnected),
+    client.on('disconnect', onDisconnect),
   ];
   pc.addEventListener('negotiationneeded', onNegotiationNeeded);
   pc.addEventListener('icecandidate', onIceCandidate);
@@ -1100,6 +1150,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
   return {
     pc,
     detach() {
+      outbox.length = 0;
       offs.forEach((off) => off());
       pc.removeEventListener('negotiationneeded', onNegotiationNeeded);
       pc.removeEventListener('icecandidate', onIceCandidate);

@@ -481,3 +481,68 @@ test('attachPeerConnection: the impolite side ignores a colliding offer', async 
   link.detach();
   await client.close();
 });
+
+test('attachPeerConnection holds what it sends while the client reconnects, then sends it in order', async (t) => {
+  const server = await scriptedServer((conn, msg, raw, opts) => {
+    defaultScript(conn, msg, raw, opts);
+    // The second socket: the node delivers what it held after the ACK.
+    if (msg.messageType === T.CONNECT && server.connections.indexOf(conn) === 1) {
+      send(conn, T.SIGNAL_OFFER, { target_client_id: 'bob', source_client_id: 'alice', signal_data: JSON.stringify({ type: 'offer', sdp: 'x' }) });
+    }
+  });
+  t.after(() => server.close());
+  const client = newClient();
+  t.after(() => client.close());
+  await client.connect(server.url, 'bob', 't');
+  const pc = new SlowPeerConnection();
+  const errors = [];
+  const link = attachPeerConnection(client, pc, 'alice', { polite: true, onError: (e) => errors.push(e) });
+  t.after(() => link.detach());
+  const candidate = (c) => pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { toJSON: () => ({ candidate: c }) } }));
+  // Gathered while the socket is down: before and after the client knows.
+  client.on('disconnect', () => candidate('l1'));
+  client.on('reconnecting', () => candidate('l2'));
+  const connected = nextEvent(client, 'connected');
+  server.connections[0].drop();
+  await connected;
+  await eventually(() => server.frames.some((f) => f.msg.messageType === T.SIGNAL_ANSWER), 3000, 'the answer');
+  await link.idle();
+  const second = server.frames.filter((f) => f.conn === server.connections[1]).map((f) => f.msg);
+  assert.deepEqual(
+    second.map((m) => [m.messageType, m.signalData && JSON.parse(m.signalData)]),
+    [
+      [T.CONNECT, undefined],
+      [T.SIGNAL_ICE_CANDIDATE, { candidate: 'l1' }],
+      [T.SIGNAL_ICE_CANDIDATE, { candidate: 'l2' }],
+      [T.SIGNAL_ANSWER, { type: 'answer', sdp: 'sdp-answer' }],
+    ],
+    'the held candidates first, then the answer to the held offer',
+  );
+  assert.deepEqual(errors, []);
+});
+
+test('attachPeerConnection drops what it holds, with an error, when the session ends for good', async (t) => {
+  const server = await scriptedServer();
+  t.after(() => server.close());
+  const client = newClient({ maxAttempts: 1 });
+  t.after(() => client.close());
+  await client.connect(server.url, 'bob', 't');
+  const pc = new SlowPeerConnection();
+  const errors = [];
+  const link = attachPeerConnection(client, pc, 'alice', { onError: (e) => errors.push(e) });
+  t.after(() => link.detach());
+  client.on('reconnecting', () => {
+    pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { toJSON: () => ({ candidate: 'lost' }) } }));
+  });
+  await server.close(); // drops the session and refuses the reconnect
+  await eventually(() => client.state === 'closed', 3000, 'giving up');
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'NOT_CONNECTED');
+  assert.match(errors[0].message, /1 signal\(s\) to alice not sent/);
+  // Nothing is left to go out on a later session.
+  const again = await scriptedServer();
+  t.after(() => again.close());
+  await client.connect(again.url, 'bob', 't');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!again.frames.some((f) => f.msg.messageType === T.SIGNAL_ICE_CANDIDATE));
+});
