@@ -11,6 +11,7 @@ import {
 import {
   MessageType as T,
   PayloadType as P,
+  ErrorCode,
   attachPeerConnection,
   encodeFrame,
 } from '../signal-manager.js';
@@ -171,6 +172,30 @@ test('signals: ids returned, exact payloads sent, deliveries and errors as event
   assert.throws(() => client.sendOffer('b ob', 'x'), TypeError);
   assert.throws(() => client.sendOffer('bob', { not: 'a string' }), TypeError);
   await client.close();
+});
+
+test('FORBIDDEN (peers claim): an error event with the signal\'s id, and the session stays open', async (t) => {
+  const server = await scriptedServer((conn, msg, raw, opts) => {
+    if (msg.targetClientId === 'room-9:carol') {
+      send(conn, T.ERROR, { code: 'FORBIDDEN', message: 'target not allowed by the token' }, msg.messageId);
+      return;
+    }
+    defaultScript(conn, msg, raw, opts);
+  });
+  t.after(() => server.close());
+  const client = newClient();
+  t.after(() => client.close());
+  await client.connect(server.url, 'alice', 't');
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const allowed = client.sendOffer('room-42:bob', 'o');
+  const refused = client.sendOffer('room-9:carol', 'o');
+  await eventually(() => errors.length === 1, 2000, 'the FORBIDDEN error');
+  assert.deepEqual(errors[0], { code: ErrorCode.FORBIDDEN, message: 'target not allowed by the token', messageId: refused });
+  assert.notEqual(errors[0].messageId, allowed);
+  assert.equal(client.state, 'connected');
+  client.sendAnswer('room-42:bob', 'still open');
+  await eventually(() => server.frames.some((f) => f.msg.messageType === T.SIGNAL_ANSWER), 2000, 'a signal after the refusal');
 });
 
 test('frames the server should never send are reported, text messages ignored', async (t) => {
