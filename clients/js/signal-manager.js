@@ -612,13 +612,13 @@ export class SignalManagerClient extends EventTarget {
     if (!isValidClientId(clientId)) {
       return Promise.reject(new TypeError(`invalid client id: ${clientId}`));
     }
+    if (resumeToken !== undefined && typeof resumeToken !== 'string') {
+      return Promise.reject(new TypeError('resumeToken must be a string'));
+    }
     this.#urls = Array.isArray(url) ? [...url] : [url];
     if (this.#urls.length === 0) return Promise.reject(new TypeError('no URL given'));
     this.#urlIndex = 0;
     this.clientId = clientId;
-    if (resumeToken !== undefined && typeof resumeToken !== 'string') {
-      return Promise.reject(new TypeError('resumeToken must be a string'));
-    }
     this.#token = token;
     this.#resumeToken = resumeToken || undefined;
     this.#iceServers = [];
@@ -736,7 +736,7 @@ export class SignalManagerClient extends EventTarget {
       heartbeatIntervalMs: msg.heartbeatIntervalMs,
       url: this.url,
       reconnected: p.reconnected,
-      resumed: msg.resumed,
+      resumed: first && msg.resumed, // a refresh is not a resume
     };
     // Emitted before the signals that follow the ACK on this socket (those
     // the node held for a resumed session) are read, so handlers that set
@@ -1051,11 +1051,15 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
         client[kind](peerId, data);
         return;
       } catch (err) {
-        // The socket is already gone though the 'disconnect' event has not
-        // come yet ('connected'), or a reconnect is under way.
-        const between = client.state === 'connected' || client.state === 'reconnecting';
-        if (err.code !== 'NOT_CONNECTED' || !between) throw err;
+        if (err.code !== 'NOT_CONNECTED') throw err;
       }
+    }
+    // Between sockets: the socket is gone though the 'disconnect' event has
+    // not come yet ('connected'), or a reconnect is under way. Otherwise
+    // there is no session to wait for.
+    if (client.state !== 'connected' && client.state !== 'reconnecting') {
+      dropOutbox('the session ended');
+      throw closeError('not connected', 'NOT_CONNECTED');
     }
     outbox.push([kind, data]);
   };
