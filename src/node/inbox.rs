@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
+use super::outbox::Receipt;
 use super::router::now_micros;
 use super::{Node, RouteError};
 use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
@@ -201,14 +202,17 @@ impl Node {
                     &signal.source,
                     &signal.data,
                 );
-                match frame.map(|f| target.deliver(f)) {
+                // Confirmed once the session has written it (a node killed
+                // before that never confirms: the origin answers).
+                let receipt = Receipt {
+                    origin: origin.clone(),
+                    seq: signal.seq,
+                };
+                match frame.map(|f| target.deliver_with(f, Some(receipt))) {
                     Ok(Ok(())) => {
                         self.metrics
                             .cross_node_delivery
                             .observe(age_us as f64 / 1e6);
-                        if self.confirmations.add(&origin, signal.seq) {
-                            self.confirm_wake.notify_one();
-                        }
                         return None;
                     }
                     Err(_) => RouteError::TooLarge,

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use outbox::{OutboxLimits, SessionHandle};
+pub(crate) use outbox::{OutboxLimits, Receipt, SessionHandle};
 pub(crate) use registration::Registration;
 pub(crate) use route_error::RouteError;
 pub(crate) use router::Outgoing;
@@ -210,6 +210,18 @@ impl Node {
         }
         registration.established();
         Ok(registration)
+    }
+
+    /// A session wrote these frames from other nodes to its socket: confirm
+    /// them to their origins (batched by the flusher).
+    pub(crate) fn confirm_written(&self, receipts: &mut Vec<Receipt>) {
+        let mut wake = false;
+        for receipt in receipts.drain(..) {
+            wake |= self.confirmations.add(&receipt.origin, receipt.seq);
+        }
+        if wake {
+            self.confirm_wake.notify_one();
+        }
     }
 
     /// Subscribes to the node's channel and starts the upkeep tasks.

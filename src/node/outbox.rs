@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::ids::SessionId;
+use crate::ids::{NodeId, SessionId};
 use crate::protocol::{Codec, DisconnectReason};
 
 /// Why a frame was not queued.
@@ -35,9 +35,22 @@ pub struct OutboxLimits {
     pub bytes: usize,
 }
 
+/// What the session reports once a frame from another node is written to
+/// its socket: the signal was taken, and its origin may stop waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Receipt {
+    /// The node that routed the signal.
+    pub(crate) origin: NodeId,
+    /// Its sequence number there.
+    pub(crate) seq: u64,
+}
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Receipts of the queued frames that came from other nodes, in order;
+    /// handed out with the frames (an idle session allocates none).
+    receipts: Vec<Receipt>,
     bytes: usize,
     closing: Option<DisconnectReason>,
 }
@@ -70,6 +83,17 @@ impl SessionHandle {
     /// Queues a frame for the client. On overflow the session is marked
     /// SLOW_CONSUMER, its queue dropped, and the frame refused.
     pub fn deliver(&self, frame: Bytes) -> Result<(), DeliverError> {
+        self.deliver_with(frame, None)
+    }
+
+    /// Queues a frame from another node; its receipt is handed out with it
+    /// and reported once the frame is written. Dropped frames (overflow,
+    /// close) lose their receipts: their origin answers them.
+    pub(crate) fn deliver_with(
+        &self,
+        frame: Bytes,
+        receipt: Option<Receipt>,
+    ) -> Result<(), DeliverError> {
         {
             let mut q = self.lock();
             if q.closing.is_some() {
@@ -78,6 +102,7 @@ impl SessionHandle {
             if q.frames.len() >= self.limits.frames || q.bytes + frame.len() > self.limits.bytes {
                 q.closing = Some(DisconnectReason::SlowConsumer);
                 q.frames = VecDeque::new();
+                q.receipts = Vec::new();
                 q.bytes = 0;
                 drop(q);
                 self.notify.notify_one();
@@ -86,6 +111,9 @@ impl SessionHandle {
             }
             q.bytes += frame.len();
             q.frames.push_back(frame);
+            if let Some(receipt) = receipt {
+                q.receipts.push(receipt);
+            }
         }
         self.notify.notify_one();
         Ok(())
@@ -107,15 +135,24 @@ impl SessionHandle {
         self.lock().closing
     }
 
-    /// Moves every queued frame into `out`; returns the close reason if set.
-    /// Frames queued before a close (other than SLOW_CONSUMER, which drops
-    /// them) are still handed out so they reach the client before DISCONNECT.
-    pub fn take(&self, out: &mut Vec<Bytes>) -> Option<DisconnectReason> {
+    /// Moves every queued frame into `out` and their receipts into
+    /// `receipts`; returns the close reason if set. Frames queued before a
+    /// close (other than SLOW_CONSUMER, which drops them) are still handed
+    /// out so they reach the client before DISCONNECT.
+    pub(crate) fn take(
+        &self,
+        out: &mut Vec<Bytes>,
+        receipts: &mut Vec<Receipt>,
+    ) -> Option<DisconnectReason> {
         let mut q = self.lock();
         out.extend(q.frames.drain(..));
+        receipts.append(&mut q.receipts);
         q.bytes = 0;
         if q.frames.capacity() > 64 {
             q.frames.shrink_to(8);
+        }
+        if q.receipts.capacity() > 64 {
+            q.receipts = Vec::new();
         }
         q.closing
     }
@@ -166,8 +203,11 @@ mod tests {
             h.deliver(Bytes::from_static(b"d")),
             Err(DeliverError::Closed)
         );
-        let mut out = Vec::new();
-        assert_eq!(h.take(&mut out), Some(DisconnectReason::SlowConsumer));
+        let (mut out, mut receipts) = (Vec::new(), Vec::new());
+        assert_eq!(
+            h.take(&mut out, &mut receipts),
+            Some(DisconnectReason::SlowConsumer)
+        );
         assert!(out.is_empty(), "a slow consumer's queue is dropped");
     }
 
@@ -188,11 +228,44 @@ mod tests {
         h.deliver(Bytes::from_static(b"2")).unwrap();
         h.close(DisconnectReason::Replaced);
         h.close(DisconnectReason::IdleTimeout);
-        let mut out = Vec::new();
-        assert_eq!(h.take(&mut out), Some(DisconnectReason::Replaced));
+        let (mut out, mut receipts) = (Vec::new(), Vec::new());
+        assert_eq!(
+            h.take(&mut out, &mut receipts),
+            Some(DisconnectReason::Replaced)
+        );
         assert_eq!(
             out,
             vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        );
+    }
+
+    #[test]
+    fn receipts_travel_with_their_frames_and_vanish_with_a_dropped_queue() {
+        let h = handle(2, 1000);
+        let receipt = |seq| Receipt {
+            origin: NodeId::new("origin"),
+            seq,
+        };
+        h.deliver(Bytes::from_static(b"local")).unwrap();
+        h.deliver_with(Bytes::from_static(b"remote"), Some(receipt(7)))
+            .unwrap();
+        let (mut out, mut receipts) = (Vec::new(), Vec::new());
+        h.take(&mut out, &mut receipts);
+        assert_eq!((out.len(), receipts), (2, vec![receipt(7)]));
+
+        h.deliver_with(Bytes::from_static(b"a"), Some(receipt(8)))
+            .unwrap();
+        h.deliver_with(Bytes::from_static(b"b"), Some(receipt(9)))
+            .unwrap();
+        assert_eq!(
+            h.deliver_with(Bytes::from_static(b"c"), Some(receipt(10))),
+            Err(DeliverError::Full)
+        );
+        let (mut out, mut receipts) = (Vec::new(), Vec::new());
+        h.take(&mut out, &mut receipts);
+        assert!(
+            receipts.is_empty(),
+            "dropped frames are never confirmed: their origin answers them"
         );
     }
 }

@@ -118,6 +118,7 @@ impl Session {
 
     pub(super) async fn serve(&mut self, ws: &mut Ws, shutdown: &mut Shutdown) -> End {
         let mut batch = Vec::with_capacity(16);
+        let mut receipts = Vec::new();
         loop {
             let (deadline, is_expiry) = self.deadline();
             // Cancel-safe branches: `changed` keeps a stored permit, reading
@@ -125,8 +126,17 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.registration.handle().changed() => {
-                    let closing = self.handle().take(&mut batch);
-                    if let Err(end) = self.write(ws, &mut batch).await {
+                    let closing = self.handle().take(&mut batch, &mut receipts);
+                    let written = self.write(ws, &mut batch).await;
+                    // Frames from other nodes are confirmed once written (a
+                    // close that interrupted the write counts: the session
+                    // took them); a broken socket confirms nothing, and
+                    // their origins answer PEER_UNREACHABLE.
+                    if !matches!(written, Err(End::Gone)) {
+                        self.node.confirm_written(&mut receipts);
+                    }
+                    receipts.clear();
+                    if let Err(end) = written {
                         return end;
                     }
                     if let Some(reason) = closing {
@@ -390,9 +400,9 @@ impl Session {
         if matches!(end, End::Gone) {
             return;
         }
-        let mut frames = Vec::new();
+        let (mut frames, mut receipts) = (Vec::new(), Vec::new());
         if reason != DisconnectReason::SlowConsumer {
-            handle.take(&mut frames);
+            handle.take(&mut frames, &mut receipts);
         }
         if let End::Disconnect(reason) = end {
             if reason != DisconnectReason::ClientLeft {
@@ -400,6 +410,8 @@ impl Session {
             }
         }
         tracing::debug!(%client, %reason, "session ended");
-        send_and_close(ws, frames, close, &self.node).await;
+        if send_and_close(ws, frames, close, &self.node).await {
+            self.node.confirm_written(&mut receipts);
+        }
     }
 }
