@@ -6,6 +6,7 @@
 mod support;
 
 mod contract;
+mod delivery;
 mod faults;
 mod routing;
 mod tracing;
