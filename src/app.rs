@@ -219,6 +219,7 @@ pub async fn run_node(
             "drain deadline passed with connections still open"
         );
     }
+    node.flush_confirmations().await;
     node.leave_cluster().await;
     drop(background);
     admin.abort();

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chaos;
 mod contract;
 mod delivery;
 mod faults;
