@@ -81,7 +81,7 @@ fn port_of(address: &str) -> u16 {
         .expect("address with a port")
 }
 
-fn env<'a>(prefix: &'a str) -> Vec<(&'a str, &'a str)> {
+fn env(prefix: &str) -> Vec<(&str, &str)> {
     vec![
         ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", SECRET),
         ("SIGNAL_MANAGER_CLUSTER_KEY_PREFIX", prefix),
