@@ -86,6 +86,10 @@ impl Session {
             node_id: self.node.id().as_str().to_owned(),
             heartbeat_interval_ms: u32::try_from(self.node.heartbeat().as_millis())
                 .unwrap_or(u32::MAX),
+            // Session resume is not offered yet: no token, never resumed.
+            resume_token: None,
+            resumed: false,
+            ice_servers: Vec::new(),
         };
         // Ids are at most 128 bytes: the payload is far below the limit.
         encode_frame(
