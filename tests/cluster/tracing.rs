@@ -223,7 +223,6 @@ async fn one_cross_node_signal_is_one_trace_across_two_nodes() {
         Payload::Connect(signal_manager_service::protocol::ConnectPayload {
             client_id: "test_client_1".into(),
             auth_token: "test_token_1".into(),
-            resume_token: None,
         }),
     );
     alice.send(&refresh, Codec::Json).await.unwrap();

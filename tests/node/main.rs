@@ -26,7 +26,6 @@ pub fn connect(client: &str, token: &str) -> Message {
         Payload::Connect(ConnectPayload {
             client_id: client.into(),
             auth_token: token.into(),
-            resume_token: None,
         }),
     )
 }

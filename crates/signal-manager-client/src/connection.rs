@@ -177,7 +177,6 @@ impl Connection {
             Payload::Connect(ConnectPayload {
                 client_id: client_id.to_owned(),
                 auth_token: token.to_owned(),
-                resume_token: None,
             }),
         );
         self.send(&connect, codec).await?;

@@ -211,7 +211,6 @@ impl Client {
             Payload::Connect(signal_manager_protocol::ConnectPayload {
                 client_id: client_id.to_owned(),
                 auth_token: token.to_owned(),
-                resume_token: None,
             }),
         );
         self.send_frame(msg.encode(self.codec)?).await?;

@@ -23,5 +23,5 @@ pub use message::{
 };
 pub use payload::{
     is_valid_client_id, ConnectAckPayload, ConnectPayload, DisconnectPayload, ErrorPayload,
-    IceServer, SignalPayload, WireSignal, MAX_CLIENT_ID_LEN,
+    IceServer, SignalPayload, WireConnect, WireSignal, MAX_CLIENT_ID_LEN,
 };

@@ -62,7 +62,6 @@ impl Payload {
 ///     Payload::Connect(ConnectPayload {
 ///         client_id: "alice".into(),
 ///         auth_token: "test_token_1".into(),
-///         resume_token: None,
 ///     }),
 /// );
 /// let bytes = msg.encode(Codec::Json).unwrap();
@@ -407,15 +406,6 @@ mod tests {
                 Payload::Connect(ConnectPayload {
                     client_id: "a".into(),
                     auth_token: "t".into(),
-                    resume_token: None,
-                }),
-            ),
-            Message::new(
-                MessageType::Connect,
-                Payload::Connect(ConnectPayload {
-                    client_id: "a".into(),
-                    auth_token: "t".into(),
-                    resume_token: Some("r".into()),
                 }),
             ),
             Message::new(
@@ -550,9 +540,14 @@ mod tests {
         );
         // A version 1 CONNECT_ACK (no 1.1 field) still decodes, to defaults.
         let v1: ConnectAckPayload = Codec::Json
-            .decode(br#"{"session_id":"s","client_id":"a","node_id":"n","heartbeat_interval_ms":1}"#)
+            .decode(
+                br#"{"session_id":"s","client_id":"a","node_id":"n","heartbeat_interval_ms":1}"#,
+            )
             .unwrap();
-        assert_eq!((v1.resume_token, v1.resumed, v1.ice_servers.len()), (None, false, 0));
+        assert_eq!(
+            (v1.resume_token, v1.resumed, v1.ice_servers.len()),
+            (None, false, 0)
+        );
     }
 
     #[test]

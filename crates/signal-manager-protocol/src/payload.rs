@@ -29,11 +29,6 @@ pub struct ConnectPayload {
     /// A JWT (or a development token).
     #[prost(string, tag = "2")]
     pub auth_token: String,
-    /// Protocol 1.1: the `resume_token` of an earlier CONNECT_ACK, to resume
-    /// that session. Absent in version 1 clients (`None`).
-    #[prost(string, optional, tag = "3")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume_token: Option<String>,
 }
 
 impl fmt::Debug for ConnectPayload {
@@ -42,7 +37,40 @@ impl fmt::Debug for ConnectPayload {
         f.debug_struct("ConnectPayload")
             .field("client_id", &self.client_id)
             .field("auth_token", &"<redacted>")
-            .field("resume_token", &self.resume_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The `Connect` message as it travels on the wire, with protocol 1.1's
+/// optional `resume_token` ([`ConnectPayload`] keeps the two fields of
+/// version 1, so code that builds it keeps compiling). A client resuming a
+/// session encodes this; the server decodes every CONNECT as this.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+#[prost(skip_debug)]
+pub struct WireConnect {
+    /// The id the client wants to be reachable as.
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    /// A JWT (or a development token).
+    #[prost(string, tag = "2")]
+    pub auth_token: String,
+    /// The `resume_token` of an earlier CONNECT_ACK, to resume that
+    /// session; absent (`None`) from version 1 clients.
+    #[prost(string, optional, tag = "3")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+}
+
+impl fmt::Debug for WireConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Both tokens are credentials: never print them.
+        f.debug_struct("WireConnect")
+            .field("client_id", &self.client_id)
+            .field("auth_token", &"<redacted>")
+            .field(
+                "resume_token",
+                &self.resume_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -88,7 +116,10 @@ impl fmt::Debug for ConnectAckPayload {
             .field("client_id", &self.client_id)
             .field("node_id", &self.node_id)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
-            .field("resume_token", &self.resume_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "resume_token",
+                &self.resume_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("resumed", &self.resumed)
             .field("ice_servers", &self.ice_servers)
             .finish()
@@ -206,9 +237,14 @@ mod tests {
         let p = ConnectPayload {
             client_id: "alice".into(),
             auth_token: "sekrit".into(),
-            resume_token: Some("resumesekrit".into()),
         };
         assert!(!format!("{p:?}").contains("sekrit"));
+        let w = WireConnect {
+            client_id: "alice".into(),
+            auth_token: "sekrit".into(),
+            resume_token: Some("resumesekrit".into()),
+        };
+        assert!(!format!("{w:?}").contains("sekrit"));
         let ack = ConnectAckPayload {
             resume_token: Some("resumesekrit".into()),
             ice_servers: vec![IceServer {
@@ -323,11 +359,9 @@ mod proto_file {
         };
         assert_eq!(
             ack.encode_to_vec(),
-            [
-                0x2A, 1, b'r', 0x30, 1, 0x3A, 9, 0x0A, 1, b'u', 0x12, 1, b'n', 0x1A, 1, b'c'
-            ]
+            [0x2A, 1, b'r', 0x30, 1, 0x3A, 9, 0x0A, 1, b'u', 0x12, 1, b'n', 0x1A, 1, b'c']
         );
-        let connect = super::ConnectPayload {
+        let connect = super::WireConnect {
             client_id: "a".into(),
             auth_token: "t".into(),
             resume_token: Some("r".into()),
