@@ -76,6 +76,11 @@ pub struct Metrics {
     pub signals_expired: Counter,
     /// Confirmation envelopes published to origin nodes.
     pub confirmations_sent: Counter,
+    /// Sessions parked for resume right now.
+    pub resumable: Gauge,
+    resumes: Family<Labels, Counter>,
+    /// Held signals answered PEER_NOT_FOUND because their session ended for good.
+    pub held_answered: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -125,6 +130,9 @@ impl Metrics {
             delivery_timeouts: Counter::default(),
             signals_expired: Counter::default(),
             confirmations_sent: Counter::default(),
+            resumable: Gauge::default(),
+            resumes: Family::default(),
+            held_answered: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -281,6 +289,21 @@ impl Metrics {
             "Confirmation envelopes published to origin nodes",
             m.confirmations_sent.clone(),
         );
+        r.register(
+            "resumable_sessions",
+            "Sessions that lost their socket and may resume",
+            m.resumable.clone(),
+        );
+        r.register(
+            "resumes",
+            "Sessions resumed, by where they were held (local, remote)",
+            m.resumes.clone(),
+        );
+        r.register(
+            "held_signals_answered",
+            "Held signals answered PEER_NOT_FOUND because their session ended for good",
+            m.held_answered.clone(),
+        );
         Metrics {
             registry: r,
             frames_received,
@@ -361,6 +384,11 @@ impl Metrics {
         self.publish_failures
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// Counts a resumed session (`local` or `remote`).
+    pub fn resumed(&self, held: &'static str) {
+        self.resumes.get_or_create(&[("where", held)]).inc();
     }
 
     /// Counts an envelope from the bus that was refused.

@@ -45,6 +45,38 @@ pub enum Envelope {
         /// The origin's sequence numbers.
         seqs: Vec<u64>,
     },
+    /// Hand over the resumable session `session` of `client` (parked on the
+    /// receiving node) if `secret` is its resume token's; answer with a
+    /// `Handover` to `reply_to`.
+    ResumeRequest {
+        /// The client id.
+        client: String,
+        /// The session to resume.
+        session: Uuid,
+        /// The resume token's secret.
+        secret: Vec<u8>,
+        /// The node the client resumes on.
+        reply_to: String,
+        /// Matches the answer to the request.
+        request: Uuid,
+    },
+    /// The answer to a `ResumeRequest`: the held signals in order (the
+    /// session is now the requester's), or `None` (no such resumable
+    /// session: start a new one).
+    Handover {
+        /// The request answered.
+        request: Uuid,
+        /// The held signals, oldest first.
+        signals: Option<Vec<HeldSignal>>,
+    },
+    /// A signal of the receiving node's client `source` was held for a
+    /// session that ended for good: answer it PEER_NOT_FOUND.
+    Unheld {
+        /// The sender (a client of the receiving node).
+        source: String,
+        /// The signal's message id.
+        message_id: Uuid,
+    },
     /// A mark a node publishes to its own channel while it waits for
     /// confirmations: its echo proves that everything Redis processed
     /// before it has reached this node.
@@ -52,6 +84,19 @@ pub enum Envelope {
         /// When it was published, in ms of the node's monotonic clock.
         at_ms: u64,
     },
+}
+
+/// A signal held for a resumable session, as a handover carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldSignal {
+    /// SIGNAL_OFFER, SIGNAL_ANSWER or SIGNAL_ICE_CANDIDATE as its wire byte.
+    pub kind: u8,
+    /// The sender's message id.
+    pub message_id: Uuid,
+    /// The sender.
+    pub source: String,
+    /// The signal data.
+    pub data: String,
 }
 
 /// A routed signal.

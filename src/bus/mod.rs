@@ -21,7 +21,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 pub use self::redis::RedisBus;
-pub use envelope::{Envelope, EnvelopeError, SignalEnvelope, SignalRef};
+pub use envelope::{Envelope, EnvelopeError, HeldSignal, SignalEnvelope, SignalRef};
 pub use memory::MemoryBus;
 
 use crate::ids::NodeId;

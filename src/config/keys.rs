@@ -19,6 +19,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "outbound_queue_bytes",
             "max_invalid_frames",
             "worker_threads",
+            "resume_window",
         ],
     ),
     (

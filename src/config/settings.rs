@@ -80,6 +80,8 @@ pub struct ServerSettings {
     /// Runtime worker threads; 0 = one per CPU core. One is cheaper per
     /// signal when a node shares a small machine with other processes.
     pub worker_threads: usize,
+    /// Seconds a session that lost its socket stays resumable; 0 = off.
+    pub resume_window: u64,
 }
 
 impl Default for ServerSettings {
@@ -97,11 +99,17 @@ impl Default for ServerSettings {
             outbound_queue_bytes: 1 << 20,
             max_invalid_frames: 100,
             worker_threads: 0,
+            resume_window: 30,
         }
     }
 }
 
 impl ServerSettings {
+    /// How long a session that lost its socket stays resumable.
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_secs(self.resume_window)
+    }
+
     /// The heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_interval)
@@ -279,6 +287,12 @@ impl Settings {
             if value == 0 {
                 return Err((key, "must be greater than 0".into()));
             }
+        }
+        if s.resume_window > 3600 {
+            return Err((
+                "server.resume_window",
+                "must be at most 3600 seconds".into(),
+            ));
         }
         if s.worker_threads > 1024 {
             return Err(("server.worker_threads", "must be at most 1024".into()));

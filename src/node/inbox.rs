@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::outbox::Receipt;
+use super::outbox::{Queuing, Receipt, Tag};
 use super::router::now_micros;
 use super::{Node, RouteError};
 use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
@@ -110,6 +110,22 @@ impl Node {
                 }
             }
             Envelope::Mark { at_ms } => self.unconfirmed.mark_echoed(at_ms, self.now_ms()),
+            Envelope::ResumeRequest {
+                client,
+                session,
+                secret,
+                reply_to,
+                request,
+            } => self.on_resume_request(&client, session, &secret, &reply_to, request),
+            Envelope::Handover { request, signals } => self.on_handover(request, signals),
+            Envelope::Unheld { source, message_id } => {
+                if !is_valid_client_id(&source) {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                }
+                self.metrics.held_answered.inc();
+                self.answer_local(&source, message_id, RouteError::NotFound);
+            }
             Envelope::Takeover { client, session } => {
                 let Some(client) = ClientId::new(&client) else {
                     self.metrics.envelope_refused("invalid_id");
@@ -120,6 +136,11 @@ impl Node {
                     if old.session_id.0 != session {
                         self.hub.remove(client.as_str(), old.session_id);
                         old.close(crate::protocol::DisconnectReason::Replaced);
+                        // A resumable session ends for good.
+                        let node = Arc::clone(self);
+                        tokio::spawn(async move {
+                            node.end_parked(&client, old.session_id).await;
+                        });
                     }
                 }
             }
@@ -174,6 +195,17 @@ impl Node {
             return Some(RouteError::Unreachable);
         }
         let error = match self.hub.get(&signal.target) {
+            None if self.moved_to(&signal.target).is_some() => {
+                // Its session was handed over from here: pass it on, after
+                // the handover on the same ordered path.
+                let to = self.moved_to(&signal.target)?;
+                let envelope = Envelope::Signal(SignalEnvelope {
+                    forwarded: true,
+                    ..signal
+                });
+                self.bus.publish(&to, envelope.encode(), None);
+                return None;
+            }
             None if !signal.forwarded => {
                 // The origin's cached location is stale: pass it on, within
                 // a bound on forwards in flight.
@@ -203,16 +235,26 @@ impl Node {
                     &signal.data,
                 );
                 // Confirmed once the session has written it (a node killed
-                // before that never confirms: the origin answers).
+                // before that never confirms: the origin answers), or at
+                // once when it is held for a resumable session.
                 let receipt = Receipt {
                     origin: origin.clone(),
                     seq: signal.seq,
                 };
-                match frame.map(|f| target.deliver_with(f, Some(receipt))) {
-                    Ok(Ok(())) => {
+                let tag = ClientId::new(&signal.source).map(|source| Tag {
+                    source,
+                    message_id: signal.message_id,
+                    receipt: Some(receipt.clone()),
+                    confirmed: false,
+                });
+                match frame.map(|f| target.deliver_with(f, tag)) {
+                    Ok(Ok(queuing)) => {
                         self.metrics
                             .cross_node_delivery
                             .observe(age_us as f64 / 1e6);
+                        if queuing == Queuing::Held {
+                            self.confirm_written(&mut vec![receipt]);
+                        }
                         return None;
                     }
                     Err(_) => RouteError::TooLarge,

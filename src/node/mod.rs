@@ -16,6 +16,7 @@ mod inbox;
 mod locations;
 mod outbox;
 mod registration;
+mod resume;
 mod route_error;
 mod router;
 mod upkeep;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 pub(crate) use outbox::{OutboxLimits, Receipt, SessionHandle};
 pub(crate) use registration::Registration;
+pub(crate) use resume::new_token;
 pub(crate) use route_error::RouteError;
 pub(crate) use router::Outgoing;
 pub(crate) use upkeep::Background;
@@ -75,6 +77,8 @@ pub struct Node {
     started: tokio::time::Instant,
     /// The bus subscription was established at least once.
     subscribed: AtomicBool,
+    /// Resumable sessions, handovers in flight, clients that moved.
+    resumes: resume::Resumes,
 }
 
 /// Forwards of envelopes whose target moved that may run at once; beyond
@@ -122,6 +126,7 @@ impl Node {
             sweep_wake: tokio::sync::Notify::new(),
             started: tokio::time::Instant::now(),
             subscribed: AtomicBool::new(false),
+            resumes: resume::Resumes::default(),
         }
     }
 
@@ -171,6 +176,11 @@ impl Node {
         self.metrics.draining.set(1);
     }
 
+    /// Whether other nodes may exist (a cluster backend, not memory).
+    pub(crate) fn is_clustered(&self) -> bool {
+        matches!(self.bus, Bus::Redis(_))
+    }
+
     /// The heartbeat interval clients are told.
     pub(crate) fn heartbeat(&self) -> Duration {
         self.settings.server.heartbeat()
@@ -192,6 +202,8 @@ impl Node {
         ));
         if let Some(old) = self.hub.insert(client.clone(), Arc::clone(&handle)) {
             old.close(DisconnectReason::Replaced);
+            // A resumable session ends for good: its held signals are answered.
+            self.end_parked(client, old.session_id).await;
         }
         // From here on the guard owns the hub entry (and the record): a
         // failure below, or a cancelled CONNECT, drops it.

@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::ids::{NodeId, SessionId};
+use uuid::Uuid;
+
+use crate::ids::{ClientId, NodeId, SessionId};
 use crate::protocol::{Codec, DisconnectReason};
 
 /// Why a frame was not queued.
@@ -45,14 +47,44 @@ pub(crate) struct Receipt {
     pub(crate) seq: u64,
 }
 
+/// Who sent a queued signal, so it can be answered if it is never written
+/// (a resumable session that ends for good).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tag {
+    /// The sender.
+    pub(crate) source: ClientId,
+    /// The signal's message id.
+    pub(crate) message_id: Uuid,
+    /// Set for a signal from another node: its origin and sequence number.
+    pub(crate) receipt: Option<Receipt>,
+    /// The receipt was reported already (the signal was held).
+    pub(crate) confirmed: bool,
+}
+
+struct Queued {
+    frame: Bytes,
+    tag: Option<Tag>,
+}
+
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Bytes>,
-    /// Receipts of the queued frames that came from other nodes, in order;
-    /// handed out with the frames (an idle session allocates none).
-    receipts: Vec<Receipt>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     closing: Option<DisconnectReason>,
+    /// The session lost its socket and is resumable: frames are held (an
+    /// overflow refuses the frame, nothing is dropped).
+    parked: bool,
+    /// The secret of the latest resume token handed out (single-use).
+    resume_secret: Option<[u8; 32]>,
+}
+
+/// How a frame was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Queuing {
+    /// For the session's socket (confirmed once written).
+    Queued,
+    /// Held for a resumable session (taken: confirm now).
+    Held,
 }
 
 /// The shared half of a session: what others need to reach it.
@@ -83,26 +115,29 @@ impl SessionHandle {
     /// Queues a frame for the client. On overflow the session is marked
     /// SLOW_CONSUMER, its queue dropped, and the frame refused.
     pub fn deliver(&self, frame: Bytes) -> Result<(), DeliverError> {
-        self.deliver_with(frame, None)
+        self.deliver_with(frame, None).map(|_| ())
     }
 
-    /// Queues a frame from another node; its receipt is handed out with it
-    /// and reported once the frame is written. Dropped frames (overflow,
-    /// close) lose their receipts: their origin answers them.
+    /// Queues a signal with its sender's tag (and, from another node, its
+    /// receipt: reported once the frame is written). Dropped frames
+    /// (overflow, close) lose their receipts: their origin answers them.
     pub(crate) fn deliver_with(
         &self,
         frame: Bytes,
-        receipt: Option<Receipt>,
-    ) -> Result<(), DeliverError> {
-        {
+        tag: Option<Tag>,
+    ) -> Result<Queuing, DeliverError> {
+        let queuing = {
             let mut q = self.lock();
             if q.closing.is_some() {
                 return Err(DeliverError::Closed);
             }
             if q.frames.len() >= self.limits.frames || q.bytes + frame.len() > self.limits.bytes {
+                if q.parked {
+                    // Held signals stay; only this one is refused.
+                    return Err(DeliverError::Full);
+                }
                 q.closing = Some(DisconnectReason::SlowConsumer);
                 q.frames = VecDeque::new();
-                q.receipts = Vec::new();
                 q.bytes = 0;
                 drop(q);
                 self.notify.notify_one();
@@ -110,13 +145,75 @@ impl SessionHandle {
                 return Err(DeliverError::Full);
             }
             q.bytes += frame.len();
-            q.frames.push_back(frame);
-            if let Some(receipt) = receipt {
-                q.receipts.push(receipt);
+            let mut tag = tag;
+            if q.parked {
+                // Held counts as taken: the caller confirms it now.
+                if let Some(tag) = tag.as_mut() {
+                    tag.confirmed = true;
+                }
+            }
+            q.frames.push_back(Queued { frame, tag });
+            if q.parked {
+                Queuing::Held
+            } else {
+                Queuing::Queued
+            }
+        };
+        self.notify.notify_one();
+        Ok(queuing)
+    }
+
+    /// The session lost its socket and is resumable: hold what arrives.
+    /// Returns the receipts of the frames queued so far (held now: to be
+    /// confirmed as taken).
+    pub(crate) fn park(&self) -> Vec<Receipt> {
+        let mut q = self.lock();
+        q.parked = true;
+        let mut held = Vec::new();
+        for tag in q.frames.iter_mut().filter_map(|f| f.tag.as_mut()) {
+            if !std::mem::replace(&mut tag.confirmed, true) {
+                held.extend(tag.receipt.clone());
             }
         }
+        held
+    }
+
+    /// A new socket took the session over: its frames go out again.
+    pub(crate) fn unpark(&self) {
+        self.lock().parked = false;
         self.notify.notify_one();
-        Ok(())
+    }
+
+    /// Records the secret of the resume token just handed out; any earlier
+    /// token stops working.
+    pub(crate) fn set_resume_secret(&self, secret: [u8; 32]) {
+        self.lock().resume_secret = Some(secret);
+    }
+
+    /// Consumes the resume secret if `secret` is it (constant time).
+    pub(crate) fn take_resume_secret(&self, secret: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut q = self.lock();
+        let matches = q
+            .resume_secret
+            .is_some_and(|expected| bool::from(expected.ct_eq(secret)));
+        if matches {
+            q.resume_secret = None;
+        }
+        matches
+    }
+
+    /// Takes every held frame with its tag, closing the handle (the session
+    /// moves to another node or ends for good).
+    pub(crate) fn drain_held(&self, reason: DisconnectReason) -> Vec<(Bytes, Option<Tag>)> {
+        let mut q = self.lock();
+        q.closing.get_or_insert(reason);
+        q.bytes = 0;
+        let held = q.frames.drain(..).map(|f| (f.frame, f.tag)).collect();
+        drop(q);
+        self.notify.notify_one();
+        self.close_notify.notify_one();
+        held
     }
 
     /// Asks the session to end with `reason`; the first reason wins.
@@ -145,14 +242,15 @@ impl SessionHandle {
         receipts: &mut Vec<Receipt>,
     ) -> Option<DisconnectReason> {
         let mut q = self.lock();
-        out.extend(q.frames.drain(..));
-        receipts.append(&mut q.receipts);
+        for queued in q.frames.drain(..) {
+            out.push(queued.frame);
+            if let Some(receipt) = queued.tag.filter(|t| !t.confirmed).and_then(|t| t.receipt) {
+                receipts.push(receipt);
+            }
+        }
         q.bytes = 0;
         if q.frames.capacity() > 64 {
             q.frames.shrink_to(8);
-        }
-        if q.receipts.capacity() > 64 {
-            q.receipts = Vec::new();
         }
         q.closing
     }
@@ -246,19 +344,25 @@ mod tests {
             origin: NodeId::new("origin"),
             seq,
         };
+        let tag = |seq| Tag {
+            source: ClientId::new("alice").unwrap(),
+            message_id: Uuid::nil(),
+            receipt: Some(receipt(seq)),
+            confirmed: false,
+        };
         h.deliver(Bytes::from_static(b"local")).unwrap();
-        h.deliver_with(Bytes::from_static(b"remote"), Some(receipt(7)))
+        h.deliver_with(Bytes::from_static(b"remote"), Some(tag(7)))
             .unwrap();
         let (mut out, mut receipts) = (Vec::new(), Vec::new());
         h.take(&mut out, &mut receipts);
         assert_eq!((out.len(), receipts), (2, vec![receipt(7)]));
 
-        h.deliver_with(Bytes::from_static(b"a"), Some(receipt(8)))
+        h.deliver_with(Bytes::from_static(b"a"), Some(tag(8)))
             .unwrap();
-        h.deliver_with(Bytes::from_static(b"b"), Some(receipt(9)))
+        h.deliver_with(Bytes::from_static(b"b"), Some(tag(9)))
             .unwrap();
         assert_eq!(
-            h.deliver_with(Bytes::from_static(b"c"), Some(receipt(10))),
+            h.deliver_with(Bytes::from_static(b"c"), Some(tag(10))),
             Err(DeliverError::Full)
         );
         let (mut out, mut receipts) = (Vec::new(), Vec::new());
@@ -266,6 +370,44 @@ mod tests {
         assert!(
             receipts.is_empty(),
             "dropped frames are never confirmed: their origin answers them"
+        );
+    }
+
+    #[test]
+    fn a_parked_session_holds_and_refuses_only_the_overflowing_frame() {
+        let h = handle(2, 1000);
+        let tag = |seq| Tag {
+            source: ClientId::new("alice").unwrap(),
+            message_id: Uuid::from_u128(seq as u128),
+            receipt: Some(Receipt {
+                origin: NodeId::new("origin"),
+                seq,
+            }),
+            confirmed: false,
+        };
+        h.deliver_with(Bytes::from_static(b"1"), Some(tag(1)))
+            .unwrap();
+        let held_now = h.park();
+        assert_eq!(held_now.len(), 1, "queued frames count as held");
+        assert_eq!(
+            h.deliver_with(Bytes::from_static(b"2"), Some(tag(2))),
+            Ok(Queuing::Held)
+        );
+        assert_eq!(
+            h.deliver_with(Bytes::from_static(b"3"), Some(tag(3))),
+            Err(DeliverError::Full)
+        );
+        assert_eq!(h.closing(), None, "a parked session is not a slow consumer");
+        let held = h.drain_held(DisconnectReason::ClientLeft);
+        let ids: Vec<_> = held
+            .iter()
+            .map(|(_, t)| t.as_ref().unwrap().message_id)
+            .collect();
+        assert_eq!(ids, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
+        assert!(
+            held.iter()
+                .all(|(_, t)| t.as_ref().unwrap().receipt.is_some()),
+            "held signals keep their origin, to be answered there"
         );
     }
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use bytes::Bytes;
 
 use super::confirm::Pending;
+use super::outbox::Tag;
 use super::{Node, RouteError, SessionHandle};
 use crate::bus::{BusError, MessageBus, SignalRef};
 use crate::ids::ClientId;
@@ -99,6 +100,14 @@ impl Node {
             }
         };
         if location.node_id == self.id {
+            // The session was handed over from here and the new node has not
+            // written its record yet: route there.
+            if let Some(node_id) = self.moved_to(target) {
+                return Ok(Location {
+                    node_id,
+                    ..location
+                });
+            }
             // Our own stale record: the session ended a moment ago.
             return Err(RouteError::NotFound);
         }
@@ -119,7 +128,14 @@ impl Node {
             signal.data,
         )
         .map_err(|_| RouteError::TooLarge)?;
-        Ok(target.deliver(frame)?)
+        let tag = Tag {
+            source: signal.source.clone(),
+            message_id: signal.message_id,
+            receipt: None,
+            confirmed: false,
+        };
+        target.deliver_with(frame, Some(tag))?;
+        Ok(())
     }
 
     /// Publishes to the target's node and waits (without blocking) for its
