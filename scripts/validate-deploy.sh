@@ -532,10 +532,12 @@ EOF
 check "Dockerfile and container config" dockerfile_settings
 
 # The image's health check (bash /dev/tcp, no curl) against a stand-in admin
-# server: 200 passes, 503 and a closed port fail.
+# server on a specific loopback address (admin.host set to it): 200 passes,
+# 503 and a closed port fail, and the address is the configured one, from the
+# environment or from the configuration file, not always 127.0.0.1.
 healthcheck_script() {
-  local port_file="$WORK/admin-port" pid port
-  "$PY" - "$port_file" <<'EOF' &
+  local port_file="$WORK/admin-port" pid port addr=127.0.0.2
+  "$PY" - "$port_file" "$addr" <<'EOF' &
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -545,7 +547,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *a):
         pass
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
+s = http.server.HTTPServer((sys.argv[2], 0), H)
 open(sys.argv[1] + ".tmp", "w").write(str(s.server_address[1]))
 import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 s.serve_forever()
@@ -553,12 +555,25 @@ EOF
   pid=$!
   for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
   port=$(cat "$port_file")
-  local rc=0
-  bash deploy/docker/healthcheck.sh /readyz "$port" || { echo "200 reported unhealthy"; rc=1; }
-  if bash deploy/docker/healthcheck.sh /draining "$port" 2>/dev/null; then echo "503 reported healthy"; rc=1; fi
+  printf '[server]\nport = 8080\n\n[admin]\nhost = "%s" # a comment\nport = %s\n' "$addr" "$port" >"$WORK/admin.toml"
+  local rc=0 hc=deploy/docker/healthcheck.sh none="$WORK/no-such-config.toml"
+  SM_HEALTHCHECK_CONFIG=$none SIGNAL_MANAGER_ADMIN_HOST=$addr bash $hc /readyz "$port" \
+    || { echo "200 reported unhealthy"; rc=1; }
+  SM_HEALTHCHECK_CONFIG=$none SIGNAL_MANAGER_ADMIN_HOST=$addr SIGNAL_MANAGER_ADMIN_PORT=$port bash $hc \
+    || { echo "admin address from the environment not probed"; rc=1; }
+  SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /readyz \
+    || { echo "admin address from the configuration file not probed"; rc=1; }
+  if SM_HEALTHCHECK_CONFIG=$none bash $hc /readyz "$port" 2>/dev/null; then
+    echo "probed $addr without being told to"; rc=1
+  fi
+  if SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /draining 2>/dev/null; then
+    echo "503 reported healthy"; rc=1
+  fi
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  if bash deploy/docker/healthcheck.sh /readyz "$port" 2>/dev/null; then echo "closed port reported healthy"; rc=1; fi
+  if SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /readyz 2>/dev/null; then
+    echo "closed port reported healthy"; rc=1
+  fi
   return "$rc"
 }
 check "container health check script" healthcheck_script
