@@ -381,18 +381,21 @@ check "Chart appVersion is the crate version" chart_versions_match
 # --- docker-compose ----------------------------------------------------------
 
 check "docker-compose config -q" "$COMPOSE" -f docker-compose.yml config -q
+check "docker-compose config -q --profile tracing" "$COMPOSE" -f docker-compose.yml --profile tracing config -q
 check "docker-compose config -q --profile monitoring" "$COMPOSE" -f docker-compose.yml --profile monitoring config -q
 
+# compose_assertions PROFILE: check_rendered compose on the resolved file.
 compose_assertions() {
   local profile_args=() check_args=()
-  if [ "${1:-}" = monitoring ]; then
-    profile_args=(--profile monitoring)
-    check_args=(--monitoring)
+  if [ "$1" != default ]; then
+    profile_args=(--profile "$1")
+    check_args=("--$1")
   fi
   "$COMPOSE" -f docker-compose.yml "${profile_args[@]}" config --format json >"$WORK/compose-$1.json"
   check_rendered compose "$WORK/compose-$1.json" "${check_args[@]}"
 }
 check "compose services and wiring" compose_assertions default
+check "compose services and wiring (tracing)" compose_assertions tracing
 check "compose services and wiring (monitoring)" compose_assertions monitoring
 
 # --- HAProxy -----------------------------------------------------------------
@@ -411,6 +414,28 @@ haproxy_check() {
   grep -q 'Configuration file is valid' <<<"$out"
 }
 check "haproxy -c deploy/haproxy/haproxy.cfg" haproxy_check
+
+# The addresses and ports come from the SM_* variables: with IP addresses
+# nothing is left to resolve, and a bad listen address is refused. No fixed
+# global maxconn (HAProxy derives it from the open-file limit).
+haproxy_parameters() {
+  local out
+  out=$(SM_LB_BIND=127.0.0.1:18080 SM_NODE1=127.0.0.11:8080 SM_NODE2=127.0.0.12:8080 \
+    SM_NODE3=127.0.0.13:8080 SM_NODE_ADMIN_PORT=19090 haproxy -c -f deploy/haproxy/haproxy.cfg 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if grep -E 'ALERT|WARNING' <<<"$out"; then return 1; fi
+  if SM_LB_BIND=not-an-address:x haproxy -c -f deploy/haproxy/haproxy.cfg >/dev/null 2>&1; then
+    echo "SM_LB_BIND is not used by the frontend"
+    return 1
+  fi
+  if awk '/^global/ {g = 1; next} /^[^[:space:]#]/ {g = 0} g && $1 == "maxconn"' deploy/haproxy/haproxy.cfg | grep -q .; then
+    echo "global maxconn is fixed"
+    return 1
+  fi
+}
+check "haproxy.cfg addresses are parameters; maxconn follows ulimit -n" haproxy_parameters
 
 # --- systemd -----------------------------------------------------------------
 
