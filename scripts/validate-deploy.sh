@@ -11,12 +11,14 @@
 #     security context against the image), and proof that those assertions
 #     catch a few broken renders.
 #   - docker-compose.yml: `docker-compose config -q`, with and without the
-#     monitoring profile, plus assertions on the resolved configuration.
-#   - HAProxy configuration: `haproxy -c`.
+#     tracing and monitoring profiles, plus assertions on the resolved
+#     configuration, and with the deployment test's override.
+#   - HAProxy configuration: `haproxy -c`, with and without its parameters.
 #   - systemd unit: `systemd-analyze verify` and its security exposure score
 #     (skipped, with a note, only when systemd-analyze is not available).
-#   - Container image: the dependency-layer skeleton accepts the current
-#     Cargo.toml, and the health check script answers 200 / non-200 correctly.
+#   - Container image: the dependency-layer skeleton covers every workspace
+#     member, and the health check script probes the configured admin address
+#     and answers 200 / non-200 correctly.
 #   - Grafana dashboard and Prometheus configuration use the service's
 #     metric names.
 #
@@ -491,36 +493,53 @@ fi
 
 # --- container image ---------------------------------------------------------
 
-# The Dockerfile's dependency layer builds a skeleton of Cargo.toml with stub
-# sources: every target it keeps must have its stub, nothing may need a file
-# that is not copied yet, and Cargo.lock must match (the build uses --locked).
+# The Dockerfile's dependency layer builds a skeleton of the workspace with
+# stub sources: every package manifest (root and members) must be in it, every
+# target it keeps must have its stub, nothing may need a file that is not
+# copied, and Cargo.lock must match (the build uses --locked).
 docker_skeleton() {
   local dir="$WORK/skeleton"
-  mkdir -p "$dir"
-  cp Cargo.toml Cargo.lock "$dir/"
-  (cd "$dir" && sh "$ROOT/deploy/docker/skeleton.sh" Cargo.toml)
-  [ -f "$dir/Cargo.toml.orig" ]
-  (cd "$dir" && "$PY" - <<'EOF'
-import os
+  sh deploy/docker/skeleton.sh "$ROOT" "$dir"
+  (cd "$dir" && "$PY" - "$ROOT" <<'EOF'
+import os, sys
 try:
     import tomllib
 except ModuleNotFoundError:
     import tomli as tomllib
-m = tomllib.load(open("Cargo.toml", "rb"))
-for kind in ("bench", "example", "test"):
-    assert kind not in m, f"skeleton keeps [[{kind}]]"
-assert "build" not in m.get("package", {}), "skeleton keeps a build script"
-paths = [m.get("lib", {}).get("path", "src/lib.rs")]
-paths += [b.get("path", "src/main.rs") for b in m.get("bin", [])] or ["src/main.rs"]
-for p in paths:
-    assert os.path.isfile(p), f"no stub for target {p}"
-print("skeleton targets:", ", ".join(paths))
+root = sys.argv[1]
+def manifests(top):
+    found = set()
+    for d, subdirs, files in os.walk(top):
+        subdirs[:] = [s for s in subdirs if s not in ("target", "node_modules", ".git")]
+        if "Cargo.toml" in files:
+            found.add(os.path.relpath(d, top))
+    return found
+real = manifests(root)
+assert len(real) > 1 or "workspace" not in tomllib.load(open(os.path.join(root, "Cargo.toml"), "rb")), real
+assert manifests(".") == real, f"skeleton manifests {sorted(manifests('.'))} != {sorted(real)}"
+for d in sorted(real):
+    m = tomllib.load(open(os.path.join(d, "Cargo.toml"), "rb"))
+    for kind in ("bench", "example", "test"):
+        assert kind not in m, f"{d}: skeleton keeps [[{kind}]]"
+    assert "build" not in m.get("package", {}), f"{d}: skeleton keeps a build script"
+    paths = [b["path"] for b in m.get("bin", []) if "path" in b]
+    if "path" in m.get("lib", {}):
+        paths.append(m["lib"]["path"])
+    for p in ("src/lib.rs", "src/main.rs"):
+        if os.path.isfile(os.path.join(root, d, p)):
+            paths.append(p)
+    assert paths or "package" not in m, f"{d}: no target stubbed"
+    for p in paths:
+        assert os.path.isfile(os.path.join(d, p)), f"{d}: no stub for target {p}"
+        with open(os.path.join(d, p)) as f:
+            assert f.read() in ("", "fn main() {}\n"), f"{d}/{p} is not a stub"
+    print(d, "targets:", ", ".join(sorted(set(paths))))
 EOF
   )
   cargo metadata --locked --format-version 1 --manifest-path "$dir/Cargo.toml" >/dev/null
 }
 
-check "Dockerfile dependency skeleton accepts Cargo.toml" docker_skeleton
+check "Dockerfile dependency skeleton covers every workspace member" docker_skeleton
 
 dockerfile_settings() {
   local f=Dockerfile line
