@@ -400,6 +400,13 @@ check "compose services and wiring" compose_assertions default
 check "compose services and wiring (tracing)" compose_assertions tracing
 check "compose services and wiring (monitoring)" compose_assertions monitoring
 
+# The deployment test's override resolves on top of the compose file.
+compose_override() {
+  SM_TEST_NET=127.1.2 SM_TEST_RUST_IMAGE=rust SM_TEST_HAPROXY_IMAGE=haproxy \
+    "$COMPOSE" -f docker-compose.yml -f tests/deploy/compose.host.yml config -q
+}
+check "docker-compose config -q with tests/deploy/compose.host.yml" compose_override
+
 # --- HAProxy -----------------------------------------------------------------
 
 haproxy_check() {
