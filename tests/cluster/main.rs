@@ -9,6 +9,7 @@ mod chaos;
 mod contract;
 mod delivery;
 mod faults;
+mod otlp_tls;
 mod routing;
 mod tracing;
 
