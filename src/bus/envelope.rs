@@ -69,6 +69,20 @@ pub enum Envelope {
         /// The held signals, oldest first.
         signals: Option<Vec<HeldSignal>>,
     },
+    /// Sent by a node that took over a session to the node it came from:
+    /// answered with `FenceDone` once everything that node received before
+    /// it has been forwarded.
+    Fence {
+        /// Matches the answer.
+        request: Uuid,
+        /// The node to answer.
+        reply_to: String,
+    },
+    /// The answer to a `Fence`.
+    FenceDone {
+        /// The fence answered.
+        request: Uuid,
+    },
     /// A signal of the receiving node's client `source` was held for a
     /// session that ended for good: answer it PEER_NOT_FOUND.
     Unheld {

@@ -62,14 +62,15 @@ pub(crate) struct Timing {
 
 impl Timing {
     /// The timing for a delivery timeout: answered a sweep early so the
-    /// answer arrives within the timeout, evidence from half of it (the
-    /// receiver accepts signals younger than a quarter), and a hard limit
-    /// of five times it.
+    /// answer arrives within the timeout, evidence from 80 % of it (the
+    /// receiver accepts signals younger than 60 %, leaving 20 % for its
+    /// confirmation to reach Redis and for clock skew), and a hard limit of
+    /// five times it.
     pub(crate) fn for_timeout(timeout_ms: u64) -> Timing {
         let timeout = timeout_ms.max(1);
         Timing {
             timeout: timeout - (timeout / 10).min(SWEEP_SLACK_MS),
-            evidence: timeout / 2,
+            evidence: timeout * 4 / 5,
             hard: timeout.saturating_mul(5),
         }
     }
@@ -77,7 +78,7 @@ impl Timing {
     /// The receiver's accept window: a signal older than this (by the
     /// origin's wall clock) is not delivered; the origin answers it.
     pub(crate) fn accept_window(timeout_ms: u64) -> u64 {
-        timeout_ms.max(1) / 4
+        timeout_ms.max(1) * 3 / 5
     }
 }
 
@@ -245,7 +246,7 @@ mod tests {
         let u = set(10);
         let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
         assert!(u.settle(seq).is_some());
-        u.mark_echoed(1500, 1510);
+        u.mark_echoed(1700, 1710);
         assert!(u.expire(10_000).is_empty());
         assert!(u.settle(seq).is_none(), "settled only once");
     }
@@ -258,13 +259,13 @@ mod tests {
         // Past the timeout but no mark has come back: wait.
         assert!(u.expire(2200).is_empty());
         // A mark published too soon after the signal proves nothing.
-        u.mark_echoed(500, 520);
+        u.mark_echoed(1500, 1520);
         assert!(u.expire(2200).is_empty());
         // A stale echo (it sat in a stalled Redis) proves nothing either.
-        u.mark_echoed(1200, 4000);
+        u.mark_echoed(1800, 4000);
         assert!(u.expire(2200).is_empty());
-        // A fresh mark published a second after the signal does.
-        u.mark_echoed(1150, 1160);
+        // A fresh mark published 1.6 s after the signal does.
+        u.mark_echoed(1750, 1760);
         let expired = u.expire(2200);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0.message_id, id);
@@ -276,7 +277,7 @@ mod tests {
     fn not_before_the_timeout() {
         let u = set(10);
         u.track(sender(), Uuid::nil(), 0).unwrap();
-        u.mark_echoed(1700, 1701);
+        u.mark_echoed(1650, 1651);
         assert!(u.expire(1799).is_empty());
         assert_eq!(u.expire(1800).len(), 1, "a sweep early, within the 2 s");
     }
@@ -285,7 +286,7 @@ mod tests {
     fn a_late_confirmation_after_the_answer_finds_nothing() {
         let u = set(10);
         let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
-        u.mark_echoed(1500, 1501);
+        u.mark_echoed(1700, 1701);
         assert_eq!(u.expire(2000).len(), 1);
         assert!(u.settle(seq).is_none(), "the late confirmation is ignored");
     }
@@ -304,7 +305,7 @@ mod tests {
         let u = set(10);
         u.track(sender(), Uuid::nil(), 0).unwrap();
         u.resubscribed(1100);
-        u.mark_echoed(1500, 1510);
+        u.mark_echoed(1700, 1710);
         assert!(u.expire(2500).is_empty());
         u.mark_echoed(2200, 2210);
         assert_eq!(u.expire(2500).len(), 1);

@@ -118,6 +118,8 @@ impl Node {
                 request,
             } => self.on_resume_request(&client, session, &secret, &reply_to, request),
             Envelope::Handover { request, signals } => self.on_handover(request, signals),
+            Envelope::Fence { request, reply_to } => self.on_fence(request, &reply_to),
+            Envelope::FenceDone { request } => self.on_fence_done(request),
             Envelope::Unheld { source, message_id } => {
                 if !is_valid_client_id(&source) {
                     self.metrics.envelope_refused("invalid_id");
@@ -247,7 +249,15 @@ impl Node {
                     receipt: Some(receipt.clone()),
                     confirmed: false,
                 });
-                match frame.map(|f| target.deliver_with(f, tag)) {
+                let forwarded = signal.forwarded;
+                let deliver = |f| {
+                    if forwarded {
+                        target.deliver_forwarded(f, tag)
+                    } else {
+                        target.deliver_with(f, tag)
+                    }
+                };
+                match frame.map(deliver) {
                     Ok(Ok(queuing)) => {
                         self.metrics
                             .cross_node_delivery

@@ -76,6 +76,10 @@ struct Queue {
     parked: bool,
     /// The secret of the latest resume token handed out (single-use).
     resume_secret: Option<[u8; 32]>,
+    /// While a session moves in from another node: what arrives other than
+    /// through the old node waits here, behind what the old node still
+    /// forwards, so per-pair order holds across the move.
+    behind_barrier: Option<VecDeque<Queued>>,
 }
 
 /// How a frame was queued.
@@ -126,18 +130,55 @@ impl SessionHandle {
         frame: Bytes,
         tag: Option<Tag>,
     ) -> Result<Queuing, DeliverError> {
+        self.enqueue(frame, tag, false)
+    }
+
+    /// Queues a signal the old node of a moving session forwarded: ahead of
+    /// the barrier, if one is up.
+    pub(crate) fn deliver_forwarded(
+        &self,
+        frame: Bytes,
+        tag: Option<Tag>,
+    ) -> Result<Queuing, DeliverError> {
+        self.enqueue(frame, tag, true)
+    }
+
+    /// Puts up the barrier (a session moving in from another node).
+    pub(crate) fn raise_barrier(&self) {
+        self.lock().behind_barrier = Some(VecDeque::new());
+    }
+
+    /// The old node forwarded all it had: what waited behind the barrier
+    /// follows.
+    pub(crate) fn lift_barrier(&self) {
+        let mut q = self.lock();
+        if let Some(mut waiting) = q.behind_barrier.take() {
+            q.frames.append(&mut waiting);
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    fn enqueue(
+        &self,
+        frame: Bytes,
+        tag: Option<Tag>,
+        forwarded: bool,
+    ) -> Result<Queuing, DeliverError> {
         let queuing = {
             let mut q = self.lock();
             if q.closing.is_some() {
                 return Err(DeliverError::Closed);
             }
-            if q.frames.len() >= self.limits.frames || q.bytes + frame.len() > self.limits.bytes {
+            let queued = q.frames.len() + q.behind_barrier.as_ref().map_or(0, VecDeque::len);
+            if queued >= self.limits.frames || q.bytes + frame.len() > self.limits.bytes {
                 if q.parked {
                     // Held signals stay; only this one is refused.
                     return Err(DeliverError::Full);
                 }
                 q.closing = Some(DisconnectReason::SlowConsumer);
                 q.frames = VecDeque::new();
+                q.behind_barrier = None;
                 q.bytes = 0;
                 drop(q);
                 self.notify.notify_one();
@@ -152,7 +193,10 @@ impl SessionHandle {
                     tag.confirmed = true;
                 }
             }
-            q.frames.push_back(Queued { frame, tag });
+            match q.behind_barrier.as_mut() {
+                Some(waiting) if !forwarded => waiting.push_back(Queued { frame, tag }),
+                _ => q.frames.push_back(Queued { frame, tag }),
+            }
             if q.parked {
                 Queuing::Held
             } else {
@@ -209,7 +253,13 @@ impl SessionHandle {
         let mut q = self.lock();
         q.closing.get_or_insert(reason);
         q.bytes = 0;
-        let held = q.frames.drain(..).map(|f| (f.frame, f.tag)).collect();
+        let waiting = q.behind_barrier.take().unwrap_or_default();
+        let held = q
+            .frames
+            .drain(..)
+            .chain(waiting)
+            .map(|f| (f.frame, f.tag))
+            .collect();
         drop(q);
         self.notify.notify_one();
         self.close_notify.notify_one();
@@ -409,5 +459,21 @@ mod tests {
                 .all(|(_, t)| t.as_ref().unwrap().receipt.is_some()),
             "held signals keep their origin, to be answered there"
         );
+    }
+
+    #[test]
+    fn behind_a_barrier_only_the_old_nodes_forwards_go_first() {
+        let h = handle(10, 1000);
+        h.raise_barrier();
+        h.deliver(Bytes::from_static(b"local")).unwrap();
+        h.deliver_forwarded(Bytes::from_static(b"forwarded"), None)
+            .unwrap();
+        let (mut out, mut receipts) = (Vec::new(), Vec::new());
+        h.take(&mut out, &mut receipts);
+        assert_eq!(out, vec![Bytes::from_static(b"forwarded")]);
+        h.lift_barrier();
+        out.clear();
+        h.take(&mut out, &mut receipts);
+        assert_eq!(out, vec![Bytes::from_static(b"local")]);
     }
 }

@@ -31,6 +31,9 @@ use crate::protocol::{
 
 /// How long a resuming node waits for the holding node's handover.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a moved-in session's new signals wait behind the old node's
+/// forwards at most.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node forwards signals for a client whose session it handed
 /// over (senders' caches still name this node for up to 5 s).
 const MOVED_FOR: Duration = Duration::from_secs(10);
@@ -75,6 +78,8 @@ pub(super) struct Resumes {
     left: tokio::sync::Notify,
     /// Handovers this node waits for, by request id.
     waiting: std::sync::Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<Option<Vec<HeldSignal>>>>>,
+    /// Fences this node waits for, by request id.
+    fences: std::sync::Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<()>>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -241,6 +246,7 @@ impl Node {
             .request_handover(client, session, &secret, &location.node_id)
             .await?;
         let registration = self.adopt(client, session, codec, held).await?;
+        self.fence(registration.handle(), &location.node_id);
         self.metrics.resumed("remote");
         Some(registration)
     }
@@ -276,7 +282,7 @@ impl Node {
             .filter_map(|(f, _)| held_signal(f))
             .collect();
         parked.registration.release();
-        Some(self.install(client, session, codec, signals))
+        Some(self.install(client, session, codec, signals, false))
     }
 
     async fn request_handover(
@@ -302,6 +308,44 @@ impl Node {
         held.ok()?.ok()?
     }
 
+    /// Keeps what arrives for a session that moved in behind what its old
+    /// node still forwards, until that node answers a fence (or 1 s).
+    fn fence(self: &Arc<Self>, handle: &Arc<SessionHandle>, holder: &NodeId) {
+        let request = Uuid::new_v4();
+        let (done, fenced) = tokio::sync::oneshot::channel();
+        lock(&self.resumes.fences).insert(request, done);
+        let fence = Envelope::Fence {
+            request,
+            reply_to: self.id.as_str().to_owned(),
+        };
+        self.bus.publish(holder, fence.encode(), None);
+        let node = Arc::clone(self);
+        let handle = Arc::clone(handle);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FENCE_TIMEOUT, fenced).await;
+            lock(&node.resumes.fences).remove(&request);
+            handle.lift_barrier();
+        });
+    }
+
+    /// Another node's fence: answered after everything before it (the
+    /// forwards of a moved session's signals went out already).
+    pub(super) fn on_fence(&self, request: Uuid, reply_to: &str) {
+        let Some(reply_to) = NodeId::parse(reply_to) else {
+            self.metrics.envelope_refused("invalid_id");
+            return;
+        };
+        self.bus
+            .publish(&reply_to, Envelope::FenceDone { request }.encode(), None);
+    }
+
+    /// The answer to this node's fence.
+    pub(super) fn on_fence_done(&self, request: Uuid) {
+        if let Some(done) = lock(&self.resumes.fences).remove(&request) {
+            let _ = done.send(());
+        }
+    }
+
     /// Registers a session handed over from another node: its held signals
     /// first, then presence naming this node (same session id).
     async fn adopt(
@@ -311,20 +355,22 @@ impl Node {
         codec: Codec,
         held: Vec<HeldSignal>,
     ) -> Option<Registration> {
-        let registration = self.install(client, session, codec, held);
+        let registration = self.install(client, session, codec, held, true);
         let here = location(&self.id, session);
         // The record named the old node with the same session: no takeover.
         self.presence.register(client, &here).await.ok()?;
         Some(registration)
     }
 
-    /// A hub entry for `session` holding `held` in order.
+    /// A hub entry for `session` holding `held` in order (behind a barrier
+    /// for a session moving in from another node).
     fn install(
         self: &Arc<Self>,
         client: &ClientId,
         session: SessionId,
         codec: Codec,
         held: Vec<HeldSignal>,
+        barrier: bool,
     ) -> Registration {
         let handle = Arc::new(SessionHandle::new(session, codec, self.limits));
         for signal in held {
@@ -348,6 +394,11 @@ impl Node {
                 confirmed: true,
             });
             let _ = handle.deliver_with(frame, tag);
+        }
+        if barrier {
+            // Raised before the hub knows the session: nothing new may pass
+            // what the old node still forwards.
+            handle.raise_barrier();
         }
         if let Some(old) = self.hub.insert(client.clone(), Arc::clone(&handle)) {
             old.close(DisconnectReason::Replaced);

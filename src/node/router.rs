@@ -83,6 +83,12 @@ impl Node {
                 self.locations.insert(signal.target, location.clone());
                 self.publish_signal(signal, sender, location)
             }
+            // The target arrived here while presence was asked (a session
+            // resumed or connected on this node meanwhile).
+            Err(RouteError::NotFound) => match self.hub.get(signal.target) {
+                Some(target) => return self.deliver_local(signal, &target),
+                None => Err(RouteError::NotFound),
+            },
             Err(error) => Err(error),
         };
         self.metrics

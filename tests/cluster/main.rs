@@ -10,6 +10,7 @@ mod contract;
 mod delivery;
 mod faults;
 mod otlp_tls;
+mod resume;
 mod routing;
 mod tracing;
 

@@ -224,6 +224,16 @@ impl Connection {
         }
     }
 
+    /// Shuts down the sending half of the TCP connection, without a
+    /// WebSocket close: to the server the link is gone, while what it wrote
+    /// before noticing can still be read here (until [`Incoming::Closed`]).
+    pub async fn half_close(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let MaybeTlsStream::Plain(stream) = self.ws.get_mut() {
+            let _ = stream.shutdown().await;
+        }
+    }
+
     /// Closes the WebSocket (no DISCONNECT frame).
     pub async fn close(&mut self) {
         let _ = self.ws.close(None).await;
