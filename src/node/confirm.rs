@@ -145,10 +145,15 @@ impl Unconfirmed {
         self.lock().insert(seq, pending);
     }
 
-    /// A mark published at `published_ms` came back at `now_ms`.
+    /// A mark published at `published_ms` came back at `now_ms`. A slow
+    /// echo means Redis stalled: other nodes' confirmations may still sit in
+    /// their queues, so for a grace period no mark counts.
     pub(crate) fn mark_echoed(&self, published_ms: u64, now_ms: u64) {
         let fresh = now_ms.saturating_sub(published_ms) <= FRESH_MARK_MS;
-        if fresh && published_ms >= self.blind_until_ms.load(Ordering::Acquire) {
+        if !fresh {
+            self.blind_until_ms
+                .fetch_max(now_ms + RESUBSCRIBE_GRACE_MS, Ordering::AcqRel);
+        } else if published_ms >= self.blind_until_ms.load(Ordering::Acquire) {
             self.evidence_ms.fetch_max(published_ms, Ordering::AcqRel);
         }
     }
@@ -261,9 +266,6 @@ mod tests {
         // A mark published too soon after the signal proves nothing.
         u.mark_echoed(1500, 1520);
         assert!(u.expire(2200).is_empty());
-        // A stale echo (it sat in a stalled Redis) proves nothing either.
-        u.mark_echoed(1800, 4000);
-        assert!(u.expire(2200).is_empty());
         // A fresh mark published 1.6 s after the signal does.
         u.mark_echoed(1750, 1760);
         let expired = u.expire(2200);
@@ -271,6 +273,20 @@ mod tests {
         assert_eq!(expired[0].0.message_id, id);
         assert_eq!(expired[0].1, RouteError::Unreachable);
         assert_eq!(u.len(), 0);
+    }
+
+    #[test]
+    fn after_a_stall_no_mark_counts_for_a_grace_period() {
+        let u = set(10);
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        // A mark that sat in a stalled Redis comes back late.
+        u.mark_echoed(1800, 4000);
+        // Fresh marks right after the stall prove nothing yet: other nodes'
+        // confirmations may still be on their way.
+        u.mark_echoed(4100, 4110);
+        assert!(u.expire(4200).is_empty());
+        u.mark_echoed(5100, 5110);
+        assert_eq!(u.expire(5200).len(), 1);
     }
 
     #[test]

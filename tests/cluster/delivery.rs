@@ -127,10 +127,16 @@ async fn a_node_killed_after_its_client_was_sent_a_signal_never_leaves_the_sende
         b.kill();
         let got = received(&mut bob, id, Duration::from_millis(500)).await;
         let answer = error_for(&mut alice, id, Duration::from_secs(5)).await;
+        // Never silence. Both happens only when the node wrote the signal
+        // to bob and died in the milliseconds before confirming it
+        // (docs/PROTOCOL.md, "Delivery guarantees").
         assert!(
-            got ^ answer.is_some(),
-            "run {run}: delivered {got}, answered {answer:?}: exactly one of the two"
+            got || answer.is_some(),
+            "run {run}: the sender got no answer for an undelivered signal"
         );
+        if got && answer.is_some() {
+            println!("run {run}: delivered just before the kill and answered {answer:?}");
+        }
         // Sent right after the kill: each answered within 3 s.
         for _ in 0..10 {
             let id = signal(&mut alice, "bob").await;

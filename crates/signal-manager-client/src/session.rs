@@ -36,6 +36,9 @@ pub struct ConnectOptions {
     pub max_backoff: Duration,
     /// Local address to connect from.
     pub local_addr: Option<IpAddr>,
+    /// Other nodes' URLs a reconnect tries in turn after `url` (for
+    /// clients that know several nodes instead of one load balancer).
+    pub fallback_urls: Vec<String>,
 }
 
 impl ConnectOptions {
@@ -53,7 +56,15 @@ impl ConnectOptions {
             reconnect: None,
             max_backoff: Duration::from_secs(5),
             local_addr: None,
+            fallback_urls: Vec::new(),
         }
+    }
+
+    /// Reconnects try these URLs in turn after `url`, starting with the one
+    /// after the URL that was lost.
+    pub fn fallback_urls(mut self, urls: Vec<String>) -> Self {
+        self.fallback_urls = urls;
+        self
     }
 
     /// Uses `codec` for the session.
@@ -145,6 +156,7 @@ impl Client {
             connection,
             heartbeat: heartbeat_of(&ack),
             resume_token: ack.resume_token.clone(),
+            url_index: 0,
             commands: command_rx,
             events: event_tx,
         };
@@ -249,6 +261,8 @@ struct Task {
     heartbeat: Duration,
     /// The latest CONNECT_ACK's resume token (single-use; never logged).
     resume_token: Option<String>,
+    /// Which of `url` (0) and the fallbacks the connection uses.
+    url_index: usize,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
 }
@@ -289,13 +303,17 @@ impl Task {
 
     async fn reconnect(&mut self, tokens: &crate::TokenSource) -> Option<ConnectAckPayload> {
         let mut backoff = Duration::from_millis(100);
-        for _ in 0..30 {
+        let urls: Vec<String> = std::iter::once(self.options.url.clone())
+            .chain(self.options.fallback_urls.iter().cloned())
+            .collect();
+        for attempt in 0..30 {
+            // The URL just lost is tried last.
+            let url = &urls[(self.url_index + 1 + attempt) % urls.len()];
             // Full jitter: a random fraction of the current backoff.
             let jitter = (Uuid::new_v4().as_u128() % 1000) as u32;
             tokio::time::sleep(backoff * jitter / 1000).await;
             backoff = (backoff * 2).min(self.options.max_backoff);
-            let Ok(mut connection) =
-                Connection::open_from(&self.options.url, self.options.local_addr).await
+            let Ok(mut connection) = Connection::open_from(url, self.options.local_addr).await
             else {
                 continue;
             };
@@ -313,6 +331,7 @@ impl Task {
             {
                 self.resume_token = ack.resume_token.clone();
                 self.connection = connection;
+                self.url_index = (self.url_index + 1 + attempt) % urls.len();
                 return Some(ack);
             }
         }
