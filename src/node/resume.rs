@@ -63,6 +63,14 @@ pub(crate) fn parse_token(token: &str) -> Option<(SessionId, [u8; 32])> {
     Some((SessionId(session), secret))
 }
 
+/// A resume on this node waiting for the holding node's handover.
+pub(super) struct Waiting {
+    reply: tokio::sync::oneshot::Sender<Option<Registration>>,
+    client: ClientId,
+    session: SessionId,
+    codec: Codec,
+}
+
 /// A parked session: its registration, kept while it may resume.
 pub(super) struct Parked {
     registration: Registration,
@@ -77,7 +85,7 @@ pub(super) struct Resumes {
     /// Notified whenever a parked session leaves.
     left: tokio::sync::Notify,
     /// Handovers this node waits for, by request id.
-    waiting: std::sync::Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<Option<Vec<HeldSignal>>>>>,
+    waiting: std::sync::Mutex<HashMap<Uuid, Waiting>>,
     /// Fences this node waits for, by request id.
     fences: std::sync::Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<()>>>,
 }
@@ -242,10 +250,10 @@ impl Node {
         if location.session_id != session || location.node_id == self.id {
             return None;
         }
-        let held = self
-            .request_handover(client, session, &secret, &location.node_id)
+        let registration = self
+            .request_handover(client, session, &secret, codec, &location.node_id)
             .await?;
-        let registration = self.adopt(client, session, codec, held).await?;
+        let registration = self.adopt(registration).await?;
         self.fence(registration.handle(), &location.node_id);
         self.metrics.resumed("remote");
         Some(registration)
@@ -285,16 +293,26 @@ impl Node {
         Some(self.install(client, session, codec, signals, false))
     }
 
+    /// Asks the holding node for the session; the handover's signals are
+    /// installed on the subscription's task as it arrives (before any
+    /// forward that follows it is handled).
     async fn request_handover(
         &self,
         client: &ClientId,
         session: SessionId,
         secret: &[u8; 32],
+        codec: Codec,
         holder: &NodeId,
-    ) -> Option<Vec<HeldSignal>> {
+    ) -> Option<Registration> {
         let request = Uuid::new_v4();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        lock(&self.resumes.waiting).insert(request, reply);
+        let waiting = Waiting {
+            reply,
+            client: client.clone(),
+            session,
+            codec,
+        };
+        lock(&self.resumes.waiting).insert(request, waiting);
         let ask = Envelope::ResumeRequest {
             client: client.as_str().to_owned(),
             session: session.0,
@@ -348,17 +366,13 @@ impl Node {
 
     /// Registers a session handed over from another node: its held signals
     /// first, then presence naming this node (same session id).
-    async fn adopt(
-        self: &Arc<Self>,
-        client: &ClientId,
-        session: SessionId,
-        codec: Codec,
-        held: Vec<HeldSignal>,
-    ) -> Option<Registration> {
-        let registration = self.install(client, session, codec, held, true);
-        let here = location(&self.id, session);
+    async fn adopt(&self, registration: Registration) -> Option<Registration> {
+        let here = location(&self.id, registration.handle().session_id);
         // The record named the old node with the same session: no takeover.
-        self.presence.register(client, &here).await.ok()?;
+        self.presence
+            .register(registration.client(), &here)
+            .await
+            .ok()?;
         Some(registration)
     }
 
@@ -456,10 +470,27 @@ impl Node {
     }
 
     /// The handover a resume on this node waits for.
-    pub(super) fn on_handover(&self, request: Uuid, signals: Option<Vec<HeldSignal>>) {
-        if let Some(waiting) = lock(&self.resumes.waiting).remove(&request) {
-            let _ = waiting.send(signals);
-        }
+    pub(super) fn on_handover(self: &Arc<Self>, request: Uuid, signals: Option<Vec<HeldSignal>>) {
+        let Some(waiting) = lock(&self.resumes.waiting).remove(&request) else {
+            if signals.is_some() {
+                tracing::warn!(
+                    "a handover arrived after its resume gave up; its held signals are lost"
+                );
+            }
+            return;
+        };
+        let registration = signals.map(|signals| {
+            self.install(
+                &waiting.client,
+                waiting.session,
+                waiting.codec,
+                signals,
+                true,
+            )
+        });
+        // A resume that gave up meanwhile drops the registration (and with
+        // it the hub entry).
+        let _ = waiting.reply.send(registration);
     }
 
     /// Where a client whose session this node handed over went, for a while.
