@@ -95,7 +95,11 @@ impl Session {
                 .unwrap_or(u32::MAX),
             resume_token,
             resumed,
-            ice_servers: Vec::new(),
+            ice_servers: crate::turn::ice_servers(
+                &self.node.settings().turn,
+                self.client().as_str(),
+                SystemTime::now(),
+            ),
         };
         // Ids are at most 128 bytes: the payload is far below the limit.
         encode_frame(
