@@ -247,9 +247,7 @@ fn secrets_never_appear_in_debug_output() {
 
 #[test]
 fn lists_come_from_toml_arrays_and_comma_separated_variables() {
-    let f = file(
-        "[turn]\nurls = [\"turn:a:3478\", \"turns:b:5349\"]\nsecret = \"s3cr3t-turn\"\n",
-    );
+    let f = file("[turn]\nurls = [\"turn:a:3478\", \"turns:b:5349\"]\nsecret = \"s3cr3t-turn\"\n");
     let from_file = load(&Sources {
         file: Some(f.path().to_owned()),
         ..Sources::default()

@@ -57,11 +57,7 @@ impl TurnSettings {
             {
                 return Err((
                     key,
-                    format!(
-                        "entry {} must start with {}",
-                        bad + 1,
-                        allowed.join(" or ")
-                    ),
+                    format!("entry {} must start with {}", bad + 1, allowed.join(" or ")),
                 ));
             }
         }
