@@ -54,6 +54,10 @@ fn respond(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "cluster backend unavailable\n",
         ),
+        "/readyz" if !node.auth().keys_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing keys not loaded yet\n",
+        ),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             let body = node.metrics().render();
