@@ -147,6 +147,13 @@ impl Node {
                 }
             }
             Envelope::Probe { nonce } => self.health.probe_echoed(nonce, &self.metrics),
+            Envelope::Kick { client, session } => {
+                if ClientId::new(&client).is_none() {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                }
+                self.kick_local(&client, Some(session));
+            }
         }
     }
 

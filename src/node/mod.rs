@@ -13,6 +13,7 @@ mod confirm;
 mod delivery;
 mod hub;
 mod inbox;
+mod kick;
 mod locations;
 mod outbox;
 mod registration;
@@ -34,6 +35,7 @@ pub(crate) use resume::new_token;
 pub(crate) use route_error::RouteError;
 pub(crate) use router::Outgoing;
 pub(crate) use upkeep::Background;
+pub(crate) use kick::KickOutcome;
 
 use crate::auth::Authenticator;
 use crate::bus::{Bus, BusError, Envelope, MessageBus};
