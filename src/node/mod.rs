@@ -29,13 +29,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use kick::KickOutcome;
 pub(crate) use outbox::{OutboxLimits, Receipt, SessionHandle};
 pub(crate) use registration::Registration;
 pub(crate) use resume::new_token;
 pub(crate) use route_error::RouteError;
 pub(crate) use router::Outgoing;
 pub(crate) use upkeep::Background;
-pub(crate) use kick::KickOutcome;
 
 use crate::auth::Authenticator;
 use crate::bus::{Bus, BusError, Envelope, MessageBus};
