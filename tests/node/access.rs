@@ -359,3 +359,73 @@ async fn admin_api_is_absent_without_a_token() {
     // And the session was not touched.
     expect_nothing_queued(&mut alice).await;
 }
+
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run binary")
+}
+
+#[tokio::test]
+async fn the_token_subcommand_writes_the_peers_claim() {
+    let env = [("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", SECRET)];
+    let out = run_binary(
+        &[
+            "token",
+            "--client-id",
+            "alice",
+            "--peer",
+            "bob",
+            "--peer",
+            "room-1:*",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let node = TestNode::start(secured()).await;
+    let mut alice = node.login("alice", &token, JSON).await;
+    let _bob = node.login("bob", &token_for("bob"), JSON).await;
+    let mut carol = node.login("carol", &token_for("carol"), JSON).await;
+    let m = offer("carol", "x");
+    alice.send(&m, JSON).await.unwrap();
+    assert_error(&recv_message(&mut alice).await, "FORBIDDEN", m.message_id);
+    expect_nothing_queued(&mut carol).await;
+
+    let bad = run_binary(&["token", "--client-id", "alice", "--peer", "a*b"], &env);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--peer"));
+}
+
+fn token_for(client: &str) -> String {
+    token(&secured(), client, &[])
+}
+
+#[test]
+fn two_key_sources_stop_start_up_naming_both() {
+    let (port, admin) = (free_port().to_string(), free_port().to_string());
+    let out = run_binary(
+        &["--port", &port, "--admin-port", &admin],
+        &[
+            ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", "hunter2-secret"),
+            (
+                "SIGNAL_MANAGER_AUTH_JWKS_URL",
+                "https://issuer.example/jwks.json",
+            ),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("auth.token_secret") && stderr.contains("auth.jwks_url"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-secret"));
+}
