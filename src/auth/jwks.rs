@@ -228,12 +228,14 @@ impl JwksCache {
     }
 
     /// Fetches at once for a token whose `kid` is unknown, unless another
-    /// on-demand fetch started less than [`ON_DEMAND_INTERVAL`] ago.
-    /// Concurrent callers share one fetch; each waits at most about
-    /// [`FETCH_TIMEOUT`].
+    /// on-demand fetch started less than [`ON_DEMAND_INTERVAL`] ago. While
+    /// a fetch is already running, waits for it instead of starting one, so
+    /// concurrent callers share it. Returns within about [`FETCH_TIMEOUT`].
     pub async fn refetch_for_unknown_kid(&self) {
-        let waited = tokio::time::timeout(FETCH_TIMEOUT, self.fetching.lock()).await;
-        let Ok(mut last) = waited else {
+        let deadline = Instant::now() + FETCH_TIMEOUT;
+        let Ok(mut last) = self.fetching.try_lock() else {
+            // Its result is what a fetch of ours would get.
+            let _ = tokio::time::timeout_at(deadline, self.fetching.lock()).await;
             return;
         };
         if last.is_some_and(|at| at.elapsed() < ON_DEMAND_INTERVAL) {
