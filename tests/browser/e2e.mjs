@@ -221,8 +221,11 @@ async function pageInit() {
     channelOpen() {
       return h.call?.dc?.readyState === 'open';
     },
-    /** The ice_servers of the latest CONNECT_ACK. */
+    /** The ice_servers of the latest CONNECT_ACK: as the JS client exposes
+     *  them (`iceServers`), else as read off the wire. */
     ackIceServers() {
+      const exposed = h.client?.iceServers;
+      if (Array.isArray(exposed) && exposed.length > 0) return exposed;
       return window.__acks.at(-1)?.ice_servers ?? [];
     },
     /** Candidate types of the selected pair, from getStats(). */
