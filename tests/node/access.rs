@@ -303,6 +303,21 @@ async fn admin_api_finds_and_kicks_a_local_client() {
     }
     let long = format!("/v1/clients/{}", "x".repeat(129));
     assert_eq!(http_request(&node.admin, "GET", &long, &with).await.0, 400);
+    // A request head beyond the admin listener's bound is refused, and the
+    // listener goes on serving.
+    let huge = "y".repeat(64 * 1024);
+    let (status, _) = http_request(
+        &node.admin,
+        "GET",
+        "/v1/clients/test_client_1",
+        &[("Authorization", auth.as_str()), ("X-Padding", &huge)],
+    )
+    .await;
+    assert!(
+        matches!(status, 0 | 400 | 431),
+        "oversized head answered {status}"
+    );
+    assert_eq!(node.get("/healthz").await.0, 200);
 
     let (status, body) = http_request(
         &node.admin,
