@@ -152,7 +152,11 @@ impl Node {
                     self.metrics.envelope_refused("invalid_id");
                     return;
                 }
-                self.kick_local(&client, Some(session));
+                // Ending a parked session awaits its held signals' answers.
+                let node = Arc::clone(self);
+                tokio::spawn(async move {
+                    node.kick_local(&client, Some(session)).await;
+                });
             }
         }
     }

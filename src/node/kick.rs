@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Node;
 use crate::bus::{Envelope, MessageBus};
+use crate::ids::ClientId;
 use crate::presence::{Location, PresenceRegistry};
 use crate::protocol::DisconnectReason;
 
@@ -45,7 +46,7 @@ impl Node {
             return Ok(KickOutcome::NotOnline);
         };
         if location.node_id == self.id {
-            let found = self.kick_local(client, Some(location.session_id.0));
+            let found = self.kick_local(client, Some(location.session_id.0)).await;
             return Ok(if found {
                 KickOutcome::Disconnected
             } else {
@@ -73,14 +74,20 @@ impl Node {
     }
 
     /// Ends the local session of `client` (only `session`, when given) with
-    /// KICKED; whether there was one.
-    pub fn kick_local(&self, client: &str, session: Option<Uuid>) -> bool {
-        match self.hub.get(client) {
-            Some(handle) if session.is_none_or(|s| s == handle.session_id.0) => {
-                handle.close(DisconnectReason::Kicked);
-                true
-            }
-            _ => false,
+    /// KICKED; whether there was one. A session parked for resume (its
+    /// socket is gone) ends for good: KICKED is never resumable.
+    pub async fn kick_local(&self, client: &str, session: Option<Uuid>) -> bool {
+        let Some(handle) = self.hub.get(client) else {
+            return false;
+        };
+        if session.is_some_and(|s| s != handle.session_id.0) {
+            return false;
         }
+        handle.close(DisconnectReason::Kicked);
+        if let Some(id) = ClientId::new(client) {
+            // A no-op unless the session is parked.
+            self.end_parked(&id, handle.session_id).await;
+        }
+        true
     }
 }

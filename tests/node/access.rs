@@ -64,7 +64,6 @@ async fn connect_ack_carries_stun_and_turn_servers_with_rest_api_credentials() {
         .authenticate("alice", &token(&s, "alice", &[]), JSON)
         .await
         .unwrap();
-    assert_eq!(ack.resume_token, None, "resume is not offered yet");
     assert!(!ack.resumed);
     assert_eq!(ack.ice_servers.len(), 2, "{:?}", ack.ice_servers);
     let stun = &ack.ice_servers[0];
@@ -353,6 +352,53 @@ async fn admin_api_finds_and_kicks_a_local_client() {
     ] {
         assert!(metrics.contains(line), "{line} missing in {metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_kicked_session_that_lost_its_socket_cannot_be_resumed() {
+    let mut s = test_settings();
+    s.admin.api_token = Some(Secret::new(API_TOKEN));
+    s.server.resume_window = 30;
+    let node = TestNode::start(s).await;
+    let auth = bearer(API_TOKEN);
+    let with = [("Authorization", auth.as_str())];
+    let mut alice = node.open().await;
+    let ack = alice.authenticate(ALICE.0, ALICE.1, JSON).await.unwrap();
+    let resume_token = ack.resume_token.clone().expect("resume is on");
+    // The socket goes away without DISCONNECT: the session is parked, and
+    // still online for everyone.
+    drop(alice);
+    eventually("alice parked", Duration::from_secs(5), || async {
+        node.get("/metrics")
+            .await
+            .1
+            .contains("signal_manager_resumable_sessions 1")
+    })
+    .await;
+    let (status, _) = http_request(&node.admin, "GET", "/v1/clients/test_client_1", &with).await;
+    assert_eq!(status, 200);
+    let (status, body) = http_request(
+        &node.admin,
+        "POST",
+        "/v1/clients/test_client_1/disconnect",
+        &with,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"disconnected":true}"#));
+    eventually("alice offline", Duration::from_secs(5), || async {
+        http_request(&node.admin, "GET", "/v1/clients/test_client_1", &with)
+            .await
+            .0
+            == 404
+    })
+    .await;
+    let mut again = node.open().await;
+    let ack = again
+        .authenticate_resuming(ALICE.0, ALICE.1, Some(&resume_token), JSON)
+        .await
+        .unwrap();
+    assert!(!ack.resumed, "a kicked session is not resumable");
+    assert_ne!(ack.session_id, "");
 }
 
 #[tokio::test]
