@@ -24,7 +24,7 @@ pub enum AppError {
     Auth(#[from] AuthSetupError),
     /// Development tokens on a non-loopback address.
     #[error(
-        "refusing to start: server.host {0} is not a loopback address and neither auth.token_secret nor auth.public_key_path is set"
+        "refusing to start: server.host {0} is not a loopback address and none of auth.token_secret, auth.public_key_path, auth.jwks_url is set"
     )]
     InsecureDevelopmentMode(String),
     /// A listener could not be bound.
@@ -97,7 +97,7 @@ pub fn authenticator(settings: &Settings) -> Result<Authenticator, AppError> {
             ));
         }
         tracing::warn!(
-            "development mode: no auth.token_secret or auth.public_key_path; accepting the static test tokens on loopback only"
+            "development mode: no auth.token_secret, auth.public_key_path or auth.jwks_url; accepting the static test tokens on loopback only"
         );
     }
     Ok(auth)
@@ -186,6 +186,7 @@ pub async fn run_node(
     shutdown: Shutdown,
 ) -> Result<(), AppError> {
     let background = node.start().await?;
+    let key_refresh = node.auth().start_key_refresh(node.metrics());
     let admin = tokio::spawn(serve_admin(listeners.admin, Arc::clone(&node)));
     tracing::info!(
         node_id = %node.id(),
@@ -236,6 +237,9 @@ pub async fn run_node(
     node.flush_confirmations().await;
     node.leave_cluster().await;
     drop(background);
+    if let Some(task) = key_refresh {
+        task.abort();
+    }
     admin.abort();
     tracing::info!("drained; exiting");
     Ok(())

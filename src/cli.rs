@@ -67,6 +67,10 @@ enum Command {
         /// Lifetime in seconds (default: auth.token_expiry).
         #[arg(long)]
         ttl: Option<u64>,
+        /// Whom the token may signal (the auth.peers_claim claim): a client
+        /// id, a prefix ending in `*`, or `*`. Repeatable; none = no claim.
+        #[arg(long = "peer", value_name = "PATTERN")]
+        peers: Vec<String>,
     },
 }
 
@@ -104,13 +108,23 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Token { client_id, ttl }) = &cli.command {
+    if let Some(Command::Token {
+        client_id,
+        ttl,
+        peers,
+    }) = &cli.command
+    {
         let ttl = Duration::from_secs(ttl.unwrap_or(loaded.settings.auth.token_expiry));
         if crate::ids::ClientId::new(client_id).is_none() {
             eprintln!("signal-manager-service: invalid client id: 1 to 128 characters of [A-Za-z0-9._:@-]");
             return ExitCode::from(2);
         }
-        return match auth::mint(&loaded.settings.auth, client_id, ttl) {
+        let claim = serde_json::json!(peers);
+        if !peers.is_empty() && auth::PeerPolicy::from_claim(&claim).is_err() {
+            eprintln!("signal-manager-service: invalid --peer: a client id, a prefix ending in `*`, or `*`");
+            return ExitCode::from(2);
+        }
+        return match auth::mint_with_peers(&loaded.settings.auth, client_id, ttl, peers) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS

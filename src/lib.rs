@@ -37,13 +37,15 @@
 //!   a Redis implementation chosen once in [`app`].
 //! - [`auth`]: JWT verification and token minting; [`ids`]: `ClientId`,
 //!   `NodeId`, `SessionId`; [`shutdown`]: the drain signal; [`metrics`]: the
-//!   Prometheus registry; [`cli`]: the binary's command line.
+//!   Prometheus registry; [`access_metrics`]: peers-claim refusals, JWK Set
+//!   fetches, admin API; [`cli`]: the binary's command line.
 //!
 //! Private: `node` (local sessions, routing, inbound envelopes, upkeep),
 //! `server` (the WebSocket listener, the session task, the admin HTTP),
 //! `telemetry` (logging and tracing), `redis_names` (every Redis key and
-//! channel name).
+//! channel name), `turn` (the ICE servers of CONNECT_ACK).
 
+pub mod access_metrics;
 pub mod app;
 pub mod auth;
 pub mod bus;
@@ -57,6 +59,7 @@ mod redis_names;
 mod server;
 pub mod shutdown;
 mod telemetry;
+mod turn;
 
 /// The wire protocol (the `signal-manager-protocol` crate).
 pub use signal_manager_protocol as protocol;

@@ -81,6 +81,8 @@ pub struct Metrics {
     resumes: Family<Labels, Counter>,
     /// Held signals answered PEER_NOT_FOUND because their session ended for good.
     pub held_answered: Counter,
+    /// Peers-claim refusals, JWK Set fetches, admin API requests.
+    pub access: crate::access_metrics::AccessMetrics,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -133,6 +135,7 @@ impl Metrics {
             resumable: Gauge::default(),
             resumes: Family::default(),
             held_answered: Counter::default(),
+            access: crate::access_metrics::AccessMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

@@ -98,6 +98,15 @@ pub enum Envelope {
         /// When it was published, in ms of the node's monotonic clock.
         at_ms: u64,
     },
+    /// An operator ended `client`'s session `session` through the admin API
+    /// of another node: end it with DISCONNECT KICKED. Last variant, so
+    /// the encoding of the others does not change.
+    Kick {
+        /// The client id.
+        client: String,
+        /// The session to end (a newer one of the same client is kept).
+        session: Uuid,
+    },
 }
 
 /// A signal held for a resumable session, as a handover carries it.
@@ -231,6 +240,11 @@ mod tests {
             seqs: vec![1, 2, u64::MAX],
         };
         assert_eq!(Envelope::decode(&c.encode()).unwrap(), c);
+        let k = Envelope::Kick {
+            client: "a".into(),
+            session: Uuid::new_v4(),
+        };
+        assert_eq!(Envelope::decode(&k.encode()).unwrap(), k);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "audience",
             "token_expiry",
             "leeway",
+            "jwks_url",
+            "jwks_refresh",
+            "peers_claim",
+            "require_peers_claim",
         ],
     ),
     (
@@ -44,7 +48,8 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "delivery_timeout",
         ],
     ),
-    ("admin", &["host", "port"]),
+    ("admin", &["host", "port", "api_token"]),
+    ("turn", &["urls", "stun_urls", "secret", "ttl"]),
     ("logging", &["level", "format"]),
     (
         "telemetry",

@@ -7,8 +7,10 @@
 //! wrapped in [`Secret`] so no `Debug` or error ever prints them.
 
 mod keys;
+mod list;
 mod settings;
 mod sources;
+mod turn;
 
 pub use keys::KEYS;
 pub use settings::{
@@ -16,6 +18,7 @@ pub use settings::{
     ServerSettings, Settings, TelemetrySettings,
 };
 pub use sources::{load, ConfigError, Loaded, Sources};
+pub use turn::TurnSettings;
 
 #[cfg(test)]
 mod tests;

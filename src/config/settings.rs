@@ -46,6 +46,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// `[telemetry]`.
     pub telemetry: TelemetrySettings,
+    /// `[turn]`: ICE servers handed to clients.
+    pub turn: super::TurnSettings,
     /// `[firestore]` from the original README: accepted and ignored.
     #[serde(rename = "firestore")]
     pub legacy_firestore: Option<serde::de::IgnoredAny>,
@@ -140,6 +142,14 @@ pub struct AuthSettings {
     pub token_expiry: u64,
     /// Seconds of clock skew allowed on `exp`.
     pub leeway: u64,
+    /// JWK Set URL; keys are chosen by the token's `kid`.
+    pub jwks_url: Option<String>,
+    /// Seconds between JWK Set fetches.
+    pub jwks_refresh: u64,
+    /// Name of the claim listing whom a token may signal.
+    pub peers_claim: String,
+    /// Refuse tokens without that claim.
+    pub require_peers_claim: bool,
 }
 
 impl Default for AuthSettings {
@@ -151,6 +161,10 @@ impl Default for AuthSettings {
             audience: None,
             token_expiry: 3600,
             leeway: 0,
+            jwks_url: None,
+            jwks_refresh: 300,
+            peers_claim: "peers".into(),
+            require_peers_claim: false,
         }
     }
 }
@@ -195,6 +209,8 @@ pub struct AdminSettings {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// Enables `/v1/clients/...` behind `Authorization: Bearer <token>`.
+    pub api_token: Option<Secret>,
 }
 
 impl Default for AdminSettings {
@@ -202,6 +218,7 @@ impl Default for AdminSettings {
         AdminSettings {
             host: "127.0.0.1".into(),
             port: 9090,
+            api_token: None,
         }
     }
 }
@@ -342,7 +359,36 @@ impl Settings {
         if self.auth.token_expiry == 0 {
             return Err(("auth.token_expiry", "must be greater than 0".into()));
         }
-        Ok(())
+        self.validate_1_1()
+    }
+
+    /// The checks of the protocol 1.1 keys (`[turn]`, JWKS, peers claim, admin API).
+    fn validate_1_1(&self) -> Result<(), (&'static str, String)> {
+        let a = &self.auth;
+        let sources = [
+            ("auth.token_secret", a.token_secret.is_some()),
+            ("auth.public_key_path", a.public_key_path.is_some()),
+            ("auth.jwks_url", a.jwks_url.is_some()),
+        ];
+        let mut set = sources.iter().filter(|(_, on)| *on).map(|(k, _)| *k);
+        if let (Some(first), Some(second)) = (set.next(), set.next()) {
+            return Err((
+                second,
+                format!("{first} and {second} are both set; set only one of them"),
+            ));
+        }
+        if let Some(url) = &a.jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(("auth.jwks_url", "must be an http:// or https:// URL".into()));
+            }
+        }
+        if a.jwks_refresh == 0 {
+            return Err(("auth.jwks_refresh", "must be greater than 0".into()));
+        }
+        if a.peers_claim.is_empty() {
+            return Err(("auth.peers_claim", "must not be empty".into()));
+        }
+        self.turn.validate()
     }
 
     /// How long an unconfirmed cross-node signal waits before its sender is

@@ -257,6 +257,9 @@ fn normalize(settings: &mut Settings) {
         p.as_os_str().is_empty()
     });
     clear(&mut settings.telemetry.otlp_endpoint, String::is_empty);
+    clear(&mut settings.auth.jwks_url, String::is_empty);
+    clear(&mut settings.admin.api_token, |s| s.expose().is_empty());
+    clear(&mut settings.turn.secret, |s| s.expose().is_empty());
 }
 
 fn invalid(error: config::ConfigError, origins: &HashMap<String, String>) -> ConfigError {

@@ -202,7 +202,13 @@ fn every_listed_key_is_accepted_from_the_environment() {
                 ("server", "outbound_queue_bytes") => "1048576",
                 ("telemetry", "sample_ratio") => "0.5",
                 ("cluster", "node_id") | ("cluster", "key_prefix") => "n1",
-                ("auth", "token_expiry" | "leeway") | ("cluster", "presence_ttl") => "3",
+                ("auth", "token_expiry" | "leeway" | "jwks_refresh")
+                | ("cluster", "presence_ttl") => "3",
+                ("auth", "require_peers_claim") => "true",
+                ("auth", "jwks_url") => "https://issuer.example/.well-known/jwks.json",
+                ("turn", "urls") => "",
+                ("turn", "stun_urls") => "stun:stun.example:3478",
+                ("turn", "secret") | ("admin", "api_token") => "x",
                 ("auth", _) | ("cluster", "redis_url") | ("telemetry", _) => "x",
                 _ => "3",
             };
@@ -237,4 +243,66 @@ fn secrets_never_appear_in_debug_output() {
     .settings;
     let debug = format!("{s:?}");
     assert!(!debug.contains("hunter2") && !debug.contains("pw123"));
+}
+
+#[test]
+fn lists_come_from_toml_arrays_and_comma_separated_variables() {
+    let f = file("[turn]\nurls = [\"turn:a:3478\", \"turns:b:5349\"]\nsecret = \"s3cr3t-turn\"\n");
+    let from_file = load(&Sources {
+        file: Some(f.path().to_owned()),
+        ..Sources::default()
+    })
+    .unwrap()
+    .settings;
+    let from_env = load(&Sources {
+        env: env(&[
+            ("SIGNAL_MANAGER_TURN_URLS", "turn:a:3478,turns:b:5349"),
+            ("SIGNAL_MANAGER_TURN_SECRET", "s3cr3t-turn"),
+            ("SIGNAL_MANAGER_TURN_STUN_URLS", "stun:a:3478"),
+        ]),
+        ..Sources::default()
+    })
+    .unwrap()
+    .settings;
+    assert_eq!(from_file.turn.urls, ["turn:a:3478", "turns:b:5349"]);
+    assert_eq!(from_env.turn.urls, from_file.turn.urls);
+    assert_eq!(from_env.turn.stun_urls, ["stun:a:3478"]);
+    assert_eq!(from_env.turn.ttl, 86_400);
+    let debug = format!("{from_env:?}");
+    assert!(!debug.contains("s3cr3t-turn"), "{debug}");
+}
+
+#[test]
+fn version_1_1_keys_are_validated() {
+    let err = |pairs: &[(&str, &str)]| {
+        load(&Sources {
+            env: env(pairs),
+            ..Sources::default()
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let both = err(&[
+        ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", "hunter2"),
+        ("SIGNAL_MANAGER_AUTH_JWKS_URL", "https://x/jwks.json"),
+    ]);
+    assert!(
+        both.contains("auth.token_secret") && both.contains("auth.jwks_url"),
+        "{both}"
+    );
+    assert!(!both.contains("hunter2"));
+    let no_secret = err(&[("SIGNAL_MANAGER_TURN_URLS", "turn:a:3478")]);
+    assert!(no_secret.contains("turn.secret"), "{no_secret}");
+    let scheme = err(&[
+        ("SIGNAL_MANAGER_TURN_URLS", "http://a"),
+        ("SIGNAL_MANAGER_TURN_SECRET", "s"),
+    ]);
+    assert!(scheme.contains("turn.urls"), "{scheme}");
+    assert!(err(&[("SIGNAL_MANAGER_TURN_TTL", "0")]).contains("turn.ttl"));
+    assert!(err(&[("SIGNAL_MANAGER_AUTH_JWKS_REFRESH", "0")]).contains("auth.jwks_refresh"));
+    let defaults = load(&Sources::default()).unwrap().settings;
+    assert_eq!(defaults.auth.peers_claim, "peers");
+    assert!(!defaults.auth.require_peers_claim);
+    assert_eq!(defaults.auth.jwks_refresh, 300);
+    assert!(defaults.admin.api_token.is_none());
 }

@@ -147,6 +147,17 @@ impl Node {
                 }
             }
             Envelope::Probe { nonce } => self.health.probe_echoed(nonce, &self.metrics),
+            Envelope::Kick { client, session } => {
+                if ClientId::new(&client).is_none() {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                }
+                // Ending a parked session awaits its held signals' answers.
+                let node = Arc::clone(self);
+                tokio::spawn(async move {
+                    node.kick_local(&client, Some(session)).await;
+                });
+            }
         }
     }
 

@@ -13,6 +13,7 @@ mod confirm;
 mod delivery;
 mod hub;
 mod inbox;
+mod kick;
 mod locations;
 mod outbox;
 mod registration;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use kick::KickOutcome;
 pub(crate) use outbox::{OutboxLimits, Receipt, SessionHandle};
 pub(crate) use registration::Registration;
 pub(crate) use resume::new_token;

@@ -1,5 +1,6 @@
 //! Admin HTTP: `/healthz` (the process runs), `/readyz` (accepting clients
 //! and the backend answers; 503 while draining), `/metrics` (Prometheus).
+//! Paths under `/v1` go to the operator API (`admin_api.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,9 +35,17 @@ pub(crate) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
         connections.spawn(async move {
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
-                async move { Ok::<_, Infallible>(respond(&node, &request)) }
+                async move {
+                    Ok::<_, Infallible>(if super::admin_api::is_api_path(request.uri().path()) {
+                        super::admin_api::handle(&node, &request).await
+                    } else {
+                        respond(&node, &request)
+                    })
+                }
             });
+            // Bounded request heads (hyper's smallest buffer); bodies are never read.
             let _ = http1::Builder::new()
+                .max_buf_size(8 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -53,6 +62,10 @@ fn respond(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" if !node.is_ready() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "cluster backend unavailable\n",
+        ),
+        "/readyz" if !node.auth().keys_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing keys not loaded yet\n",
         ),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {

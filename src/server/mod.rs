@@ -1,7 +1,8 @@
 //! The network edges of a node: the WebSocket listener with its per-client
-//! session task, and the admin HTTP endpoints.
+//! session task, and the admin HTTP endpoints (with the `/v1` operator API).
 
 mod admin;
+mod admin_api;
 mod listener;
 mod session;
 

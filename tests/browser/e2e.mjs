@@ -4,7 +4,9 @@
 //   alice (page A) on node-1, bob (page B) on node-2 -> cross-node call,
 //   data channel, a message each way; SIGTERM node-2 -> bob gets DISCONNECT
 //   SERVER_SHUTDOWN, reconnects to node-1 -> second call, a message each way;
-//   then the demo page's own UI makes a call on node-1.
+//   then the demo page's own UI makes a call on node-1. Meanwhile erin
+//   (node-1) and frank (node-2) make a call relayed through coturn, with
+//   iceTransportPolicy "relay" and only the ice_servers of their CONNECT_ACKs.
 //
 // Run through scripts/browser-test.sh, which provides Chromium, npm packages
 // and a loopback-only network namespace. Environment:
@@ -13,6 +15,8 @@
 //                without Redis (checks shutdown and reconnect on a build
 //                without cluster mode); default: cluster
 //   SM_E2E_KEEP_LOGS=1       print node logs even when everything passed
+//   SM_E2E_TURN_PORT, SM_E2E_TURN_SECRET  the turnserver browser-test.sh
+//                started on loopback (the relayed call fails without them)
 import { spawn, execFile } from 'node:child_process';
 import { createServer, connect as netConnect } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, createWriteStream, existsSync } from 'node:fs';
@@ -158,6 +162,25 @@ function assert(cond, message) {
 
 /** Runs in each page: loads the client and keeps one client and one call. */
 async function pageInit() {
+  // Keep every JSON CONNECT_ACK as it came off the wire, whatever the JS
+  // client exposes of it (its ice_servers are what the relayed call uses).
+  const NativeWebSocket = window.WebSocket;
+  window.__acks = [];
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (e) => {
+        if (!(e.data instanceof ArrayBuffer)) return;
+        const b = new Uint8Array(e.data);
+        // start byte, CONNECT_ACK, JSON payload
+        if (b.length > 21 && b[0] === 0xa5 && b[1] === 0x02 && b[18] === 0x02) {
+          try {
+            window.__acks.push(JSON.parse(new TextDecoder().decode(b.subarray(21))));
+          } catch { /* not ours to judge here */ }
+        }
+      });
+    }
+  };
   const sm = await import('/signal-manager.js');
   const h = {
     sm,
@@ -175,13 +198,13 @@ async function pageInit() {
       return client.connect(urls, clientId, token);
     },
     /** A fresh RTCPeerConnection for `peer`; the caller also opens the channel. */
-    prepare(peer, { polite, open }) {
+    prepare(peer, { polite, open, rtc }) {
       if (h.call) {
         h.call.link.detach();
         h.call.detachIce();
         h.call.pc.close();
       }
-      const pc = new RTCPeerConnection();
+      const pc = new RTCPeerConnection(rtc);
       const call = { pc, dc: null, peer, iceIn: 0, iceOut: 0 };
       call.link = sm.attachPeerConnection(h.client, pc, peer, { polite, onError: (e) => h.errors.push(String(e)) });
       const iceIn = h.client.on('ice', (d) => { if (d.from === peer && h.call === call) call.iceIn++; });
@@ -197,6 +220,27 @@ async function pageInit() {
     },
     channelOpen() {
       return h.call?.dc?.readyState === 'open';
+    },
+    /** The ice_servers of the latest CONNECT_ACK: as the JS client exposes
+     *  them (`iceServers`), else as read off the wire. */
+    ackIceServers() {
+      const exposed = h.client?.iceServers;
+      if (Array.isArray(exposed) && exposed.length > 0) return exposed;
+      return window.__acks.at(-1)?.ice_servers ?? [];
+    },
+    /** Candidate types of the selected pair, from getStats(). */
+    async selectedPair() {
+      const stats = await h.call.pc.getStats();
+      let pair = null;
+      stats.forEach((r) => {
+        if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+      });
+      if (!pair) stats.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+      if (!pair) return null;
+      return {
+        local: stats.get(pair.localCandidateId)?.candidateType,
+        remote: stats.get(pair.remoteCandidateId)?.candidateType,
+      };
     },
   };
   window.__e2e = h;
@@ -254,6 +298,50 @@ async function callAndChat(label, a, b, aName, bName) {
   }
 }
 
+function turnLogTail(lines = 15) {
+  try {
+    return readFileSync(process.env.SM_E2E_TURN_LOG, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no turnserver log)';
+  }
+}
+
+/** erin and frank call through the TURN server only: relay candidates, from their CONNECT_ACKs. */
+async function relayCall(e, f, turnPort) {
+  const servers = {};
+  await check('relayed call: each CONNECT_ACK carries the TURN server with REST API credentials', async () => {
+    assert(turnPort, 'SM_E2E_TURN_PORT is not set: run through tests/browser/scripts/browser-test.sh');
+    for (const [page, who] of [[e, 'erin'], [f, 'frank']]) {
+      const list = await page.evaluate(() => window.__e2e.ackIceServers());
+      const turn = list.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+      assert(turn, `${who}'s CONNECT_ACK has no TURN entry: ${JSON.stringify(list)}`);
+      const [expiry, id] = turn.username.split(':');
+      assert(id === who && Number(expiry) > Date.now() / 1000, `username ${turn.username}`);
+      assert(typeof turn.credential === 'string' && turn.credential.length === 28, 'credential is not a base64 HMAC-SHA1');
+      servers[who] = list;
+    }
+  });
+  await check('relayed call: erin calls frank with iceTransportPolicy "relay"; the channel opens', async () => {
+    await f.evaluate((s) => window.__e2e.prepare('erin', { polite: true, open: false, rtc: { iceServers: s, iceTransportPolicy: 'relay' } }), servers.frank);
+    await e.evaluate((s) => window.__e2e.prepare('frank', { polite: false, open: true, rtc: { iceServers: s, iceTransportPolicy: 'relay' } }), servers.erin);
+    try {
+      await waitInPage(e, "erin's channel", () => window.__e2e.channelOpen(), undefined, 20_000);
+      await waitInPage(f, "frank's channel", () => window.__e2e.channelOpen(), undefined, 20_000);
+    } catch (err) {
+      throw new Error(`${err.message}\n  ${await pageTrouble(e, 'erin')}\n  ${await pageTrouble(f, 'frank')}\n${turnLogTail()}`);
+    }
+  });
+  await check('relayed call: the selected candidate pair is relay on both sides, and a message crosses', async () => {
+    for (const [page, who] of [[e, 'erin'], [f, 'frank']]) {
+      const pair = await until(`${who}'s selected pair`, () => page.evaluate(() => window.__e2e.selectedPair()), 10_000);
+      assert(pair.local === 'relay', `${who}'s selected local candidate is ${pair.local}, not relay`);
+    }
+    const text = `relayed ${randomBytes(4).toString('hex')}`;
+    await e.evaluate((t) => window.__e2e.call.dc.send(t), text);
+    await waitInPage(f, 'relayed message', (t) => window.__e2e.messages.includes(t), text, 10_000);
+  });
+}
+
 // ------------------------------------------------------------ scenario
 
 async function scenario() {
@@ -262,6 +350,12 @@ async function scenario() {
   const secret = randomBytes(32).toString('hex');
   const prefix = `e2e-${process.pid}-${randomBytes(4).toString('hex')}`;
   const env = { SIGNAL_MANAGER_AUTH_TOKEN_SECRET: secret, SIGNAL_MANAGER_CLUSTER_KEY_PREFIX: prefix };
+  const turnPort = process.env.SM_E2E_TURN_PORT;
+  if (turnPort && process.env.SM_E2E_TURN_SECRET) {
+    env.SIGNAL_MANAGER_TURN_URLS = `turn:127.0.0.1:${turnPort}?transport=udp`;
+    env.SIGNAL_MANAGER_TURN_SECRET = process.env.SM_E2E_TURN_SECRET;
+    env.SIGNAL_MANAGER_TURN_TTL = '600';
+  }
   const cluster = TOPOLOGY === 'cluster';
   console.log(`# topology ${TOPOLOGY}; logs in ${logDir}`);
 
@@ -293,8 +387,8 @@ async function scenario() {
   }
 
   const tokens = {};
-  await check('the token subcommand mints JWTs for alice, bob, carol and dave', async () => {
-    for (const who of ['alice', 'bob', 'carol', 'dave']) tokens[who] = await mintToken(who, env);
+  await check('the token subcommand mints JWTs for alice, bob, carol, dave, erin and frank', async () => {
+    for (const who of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) tokens[who] = await mintToken(who, env);
   });
 
   staticServer = await startStaticServer({ port: 0 });
@@ -325,6 +419,17 @@ async function scenario() {
 
   await callAndChat(cluster ? 'first call, across nodes' : 'first call', pageA, pageB, 'alice', 'bob');
 
+  const [pageE, pageF] = await Promise.all([newPage('erin'), newPage('frank')]);
+  await check('erin connects to node-1 and frank to node-2', async () => {
+    await pageE.evaluate(([u, t]) => window.__e2e.connect(u, 'erin', t), [[n1], tokens.erin]);
+    await pageF.evaluate(([u, t]) => window.__e2e.connect(u, 'frank', t), [[n2], tokens.frank]);
+  });
+  await relayCall(pageE, pageF, turnPort);
+  await Promise.all([pageE, pageF].map((p) => p.evaluate(() => {
+    window.__e2e.call.pc.close();
+    return window.__e2e.client.close();
+  })));
+
   await check('SIGTERM to node-2: bob receives DISCONNECT SERVER_SHUTDOWN', async () => {
     nodes['node-2'].child.kill('SIGTERM');
     await waitInPage(pageB, 'disconnect event', () => window.__e2e.events.some((e) => e.type === 'disconnect'), undefined, 15_000);
@@ -341,11 +446,13 @@ async function scenario() {
     assert(code === 0, `node-2 exited with code ${code} signal ${signal}:\n${logTail('node-2')}`);
   });
 
-  await check('bob reconnects to node-1 with a new session', async () => {
+  await check('bob reconnects to node-1: his session resumed (same id), or a new one', async () => {
     await waitInPage(pageB, 'reconnect', () => window.__e2e.events.some((e) => e.type === 'connected' && e.reconnected), undefined, 15_000);
     const c = await pageB.evaluate(() => window.__e2e.events.find((e) => e.type === 'connected' && e.reconnected));
     assert(c.nodeId === 'node-1', `reconnected to ${c.nodeId}`);
-    assert(c.sessionId !== bobSession, 'session id did not change');
+    // SERVER_SHUTDOWN leaves the session resumable (protocol 1.1).
+    if (c.resumed) assert(c.sessionId === bobSession, 'resumed under another session id');
+    else assert(c.sessionId !== bobSession, 'session id did not change');
   });
   if (!cluster) {
     await check('alice reconnects to node-1', async () => {

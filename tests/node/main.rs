@@ -4,10 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
 mod admin;
 mod cli;
 mod client;
 mod errors;
+mod jwks;
 mod lifecycle;
 mod memory_cluster;
 mod routing;

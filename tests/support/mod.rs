@@ -3,6 +3,7 @@
 //! bounded waits, and a tiny HTTP GET.
 #![allow(dead_code)]
 
+pub mod http_fixture;
 pub mod redis_server;
 
 use std::future::Future;
@@ -55,6 +56,18 @@ impl TestNode {
 
     /// Runs an already built node.
     pub async fn run(node: Arc<Node>) -> TestNode {
+        let t = TestNode::run_unready(node).await;
+        let admin = t.admin.clone();
+        eventually("node ready", Duration::from_secs(10), || {
+            let admin = admin.clone();
+            async move { http_get(&admin, "/readyz").await.0 == 200 }
+        })
+        .await;
+        t
+    }
+
+    /// Runs an already built node without waiting for `/readyz` 200.
+    pub async fn run_unready(node: Arc<Node>) -> TestNode {
         let listeners = app::bind(node.settings()).await.expect("bind");
         let url = format!("ws://{}", listeners.websocket.local_addr().unwrap());
         let admin = format!("{}", listeners.admin.local_addr().unwrap());
@@ -72,10 +85,9 @@ impl TestNode {
             trigger: Some(trigger),
             task: Some(task),
         };
-        let admin = t.admin.clone();
-        eventually("node ready", Duration::from_secs(10), || {
-            let admin = admin.clone();
-            async move { http_get(&admin, "/readyz").await.0 == 200 }
+        eventually("admin listener up", Duration::from_secs(10), || {
+            let admin = t.admin.clone();
+            async move { http_get(&admin, "/healthz").await.0 == 200 }
         })
         .await;
         t

@@ -174,6 +174,14 @@ impl Client {
         &self.ack
     }
 
+    /// The STUN and TURN servers of the session's CONNECT_ACK (protocol
+    /// 1.1), ready for a WebRTC stack; empty when the node has none. TURN
+    /// credentials expire (`turn.ttl`): an [`Event::Reconnected`] carries
+    /// fresh ones.
+    pub fn ice_servers(&self) -> &[signal_manager_protocol::IceServer] {
+        &self.ack.ice_servers
+    }
+
     /// Sends a signal; returns its message id.
     pub async fn signal(
         &self,

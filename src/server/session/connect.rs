@@ -115,7 +115,7 @@ async fn connect(
     span: &tracing::Span,
 ) -> Option<Session> {
     let received = Instant::now();
-    let mut request = match first_frame(node, bytes) {
+    let mut request = match first_frame(node, bytes).await {
         Ok(request) => request,
         Err(refusal) => {
             let code = refusal.error.code();
@@ -173,7 +173,7 @@ async fn connect(
 
 /// Validates the first frame: a CONNECT with a good token, else the refusal
 /// the protocol prescribes (frame validity is checked before authentication).
-fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
+async fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
     let frame =
         Frame::decode(bytes).map_err(|e| Refusal::json(SessionError::Frame(e), Uuid::nil()))?;
     let id = frame.message_id;
@@ -210,6 +210,7 @@ fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
     let verified = node
         .auth()
         .verify(client.as_str(), &payload.auth_token)
+        .await
         .map_err(|e| {
             node.metrics().auth_failed(e.reason());
             tracing::info!(client = %client, reason = e.reason(), "CONNECT refused");

@@ -35,6 +35,9 @@ pub(super) enum SessionError {
         /// The decoding error.
         source: PayloadError,
     },
+    /// The token's peers claim does not allow the signal's target.
+    #[error("the token's peers claim does not allow this target")]
+    Forbidden,
     /// A client id that breaks the id rules.
     #[error("{0} must be 1 to 128 characters of [A-Za-z0-9._:@-]")]
     InvalidClientId(&'static str),
@@ -72,6 +75,7 @@ impl SessionError {
             } => ErrorCode::UnsupportedPayloadType,
             SessionError::Payload { .. } => ErrorCode::BadPayload,
             SessionError::InvalidClientId(_) => ErrorCode::BadPayload,
+            SessionError::Forbidden => ErrorCode::Forbidden,
             SessionError::NotAuthenticated => ErrorCode::NotAuthenticated,
             SessionError::ClientIdChanged => ErrorCode::BadPayload,
             SessionError::Auth(e) => e.code(),

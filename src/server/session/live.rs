@@ -18,6 +18,7 @@ use super::connect::{check_payload, ConnectRequest};
 use super::error::SessionError;
 use super::reader::{self, Inbound};
 use super::{send_and_close, End, Ws};
+use crate::auth::PeerPolicy;
 use crate::ids::ClientId;
 use crate::node::{new_token, Node, Outgoing, Registration, SessionHandle};
 use crate::protocol::{
@@ -40,6 +41,8 @@ pub(super) struct Session {
     last_inbound: Instant,
     limiter: DefaultDirectRateLimiter,
     invalid_streak: u32,
+    /// Whom the current token may signal; a refresh replaces it.
+    peers: PeerPolicy,
 }
 
 fn to_instant(at: Option<SystemTime>) -> Option<Instant> {
@@ -64,6 +67,7 @@ impl Session {
             registration,
             connect_id: request.message_id,
             expires_at: to_instant(request.verified.expires_at),
+            peers: request.verified.peers,
             last_inbound: Instant::now(),
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             invalid_streak: 0,
@@ -95,7 +99,11 @@ impl Session {
                 .unwrap_or(u32::MAX),
             resume_token,
             resumed,
-            ice_servers: Vec::new(),
+            ice_servers: crate::turn::ice_servers(
+                &self.node.settings().turn,
+                self.client().as_str(),
+                SystemTime::now(),
+            ),
         };
         // Ids are at most 128 bytes: the payload is far below the limit.
         encode_frame(
@@ -247,7 +255,7 @@ impl Session {
                 self.queue(ack.unwrap_or_default());
                 None
             }
-            MessageType::Connect => self.refresh(&frame),
+            MessageType::Connect => self.refresh(&frame).await,
             MessageType::SignalOffer
             | MessageType::SignalAnswer
             | MessageType::SignalIceCandidate => self.signal(&frame).await,
@@ -269,7 +277,7 @@ impl Session {
             .then_some(End::Disconnect(DisconnectReason::Policy))
     }
 
-    fn refresh(&mut self, frame: &Frame) -> Option<End> {
+    async fn refresh(&mut self, frame: &Frame) -> Option<End> {
         let id = frame.message_id;
         let payload: ConnectPayload = match decode_structured(frame) {
             Ok(p) => p,
@@ -300,15 +308,20 @@ impl Session {
             span_id = tracing::field::Empty,
         );
         telemetry::record_ids(&span);
+        // Boxed: a JWK Set refetch must not grow the session loop's future.
+        let verified = Box::pin(
+            self.node
+                .auth()
+                .verify(self.client().as_str(), &payload.auth_token)
+                .instrument(span.clone()),
+        )
+        .await;
         let _entered = span.enter();
-        match self
-            .node
-            .auth()
-            .verify(self.client().as_str(), &payload.auth_token)
-        {
+        match verified {
             Ok(verified) => {
                 span.record("signal_manager.auth_result", "ok");
                 self.expires_at = to_instant(verified.expires_at);
+                self.peers = verified.peers;
                 self.queue(self.connect_ack(id, false));
             }
             Err(e) => {
@@ -364,6 +377,14 @@ impl Session {
             return self.invalid(id, error);
         }
         self.invalid_streak = 0;
+        // The peers claim, before any routing work: no lookup, no allocation.
+        if !self.peers.allows(&wire.target_client_id) {
+            self.node.metrics().access.forbidden_signals.inc();
+            let error = SessionError::Forbidden;
+            telemetry::record_error(span, error.code(), "peers claim refuses target");
+            self.reply_error(id, &error);
+            return None;
+        }
         let outgoing = Outgoing {
             kind: frame.message_type,
             message_id: id,
