@@ -14,7 +14,7 @@
 //! Layout: `wire.rs` (header, the JSON fields it needs, the frames it
 //! writes), `node.rs` (local clients, locations, publisher, subscriber).
 //!
-//! It measures nothing itself and reads no clock.
+//! It measures nothing itself (the Redis client needs the runtime's timers).
 
 mod node;
 mod wire;
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.max(1))
-        .enable_io()
+        .enable_all()
         .build()
     {
         Ok(rt) => rt,
