@@ -193,7 +193,7 @@ def main():
         f"Medians of {runs_wanted} runs per row (`runs` says how many were recorded). "
         f"Machine: {machine()}; load generator, nodes and Redis share it "
         f"(load average {os.getloadavg()[0]:.1f} when the table was written). "
-        "Absolute figures move between machines; the ratios to the floor move much less. "
+        "Absolute figures move between machines; compare the ratios to the floor, taken minutes apart. "
         "Produced by `bench/run.sh` at revision "
         f"`{os.environ.get('REVISION', 'unknown')}`; raw JSON lines in `latest.jsonl`.",
         "",
