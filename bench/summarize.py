@@ -44,6 +44,19 @@ def verdict(value, target, higher_is_better):
     return "met" if ok else "**missed**"
 
 
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({model}), Linux {os.uname().release}"
+
+
 def main():
     raw, out, runs_wanted = sys.argv[1], sys.argv[2], sys.argv[3]
     by_label = defaultdict(list)
@@ -87,11 +100,13 @@ def main():
             )
         )
 
-    row("relay_sat_200", "delivered signals/s, 200 B, saturation", "delivered_per_s", target=60000)
+    # Headline: one WebSocket message per signal (per-message mode), 100
+    # pairs, senders on node 1, receivers on node 2.
+    row("relay_sat_200", "delivered signals/s, 200 B, saturation, per-message", "delivered_per_s", target=60000)
     row("relay_sat_200", "server CPU µs per signal (2 nodes + Redis)", "cpu_us_per_signal", " µs", 1, 15, False)
     row("relay_sat_200", "one-way p99 at saturation", "latency.p99_us", " ms", 2, None, scale=1e-3)
     integrity("relay_sat_200")
-    row("relay_sat_2000", "delivered signals/s, 2,000 B, saturation", "delivered_per_s")
+    row("relay_sat_2000", "delivered signals/s, 2,000 B, saturation, per-message", "delivered_per_s")
     row("relay_sat_2000", "server CPU µs per signal", "cpu_us_per_signal", " µs", 1)
     integrity("relay_sat_2000")
     row("relay_5k", "delivered signals/s at 5,000/s offered", "delivered_per_s")
@@ -106,6 +121,23 @@ def main():
     row("relay_1k", "server CPU µs per signal at 1,000/s", "cpu_us_per_signal", " µs", 1)
     row("relay_1k", "same, net of the idle background", "cpu_us_per_signal_net", " µs", 1)
     integrity("relay_1k")
+    # Secondary: the earlier method, a window of frames per write.
+    row("relay_sat_200_batched", "delivered signals/s, 200 B, saturation, batched writes", "delivered_per_s")
+    row("relay_sat_200_batched", "server CPU µs per signal, batched writes", "cpu_us_per_signal", " µs", 1)
+    integrity("relay_sat_200_batched")
+    row("relay_5k_batched", "one-way p99 at 5,000/s, batched writes", "latency.p99_us", " ms", 3, None, scale=1e-3)
+    row("relay_5k_batched", "server CPU µs per signal at 5,000/s, batched writes", "cpu_us_per_signal", " µs", 1)
+    integrity("relay_5k_batched")
+    # The floor (bench/floor), same scenarios and arguments.
+    for name in ("sat_200", "sat_2000", "5k", "1k", "sat_200_batched", "5k_batched"):
+        label = f"floor_{name}"
+        if name.startswith("sat"):
+            row(label, "floor: delivered signals/s", "delivered_per_s")
+        else:
+            row(label, "floor: one-way p50", "latency.p50_us", " ms", 3, None, scale=1e-3)
+            row(label, "floor: one-way p99", "latency.p99_us", " ms", 3, None, scale=1e-3)
+        row(label, "floor: server CPU µs per signal", "cpu_us_per_signal", " µs", 1)
+        integrity(label)
     row("connect", "connections/s, one node (JWT + presence write)", "connections_per_s_per_node", target=5000)
     row("connect", "CONNECT → ACK p50", "connect_ack_latency.p50_us", " ms", 2, None, scale=1e-3)
     row("connect", "CONNECT → ACK p99", "connect_ack_latency.p99_us", " ms", 2, None, scale=1e-3)
@@ -130,13 +162,60 @@ def main():
         row(label, f"{n} nodes: one-way p99 at 5,000/s", "latency.p99_us", " ms", 3, None, scale=1e-3)
         integrity(label)
 
+    # Each headline figure beside the floor's and their ratio.
+    ratios = []
+
+    def ratio(what, label, path, unit="", digits=0, scale=1.0):
+        product = median(by_label.get(label, []), path)
+        floor = median(by_label.get("floor_" + label[len("relay_"):], []), path)
+        if product is None:
+            return
+        product *= scale
+        floor = floor * scale if floor is not None else None
+        r = f"{product / floor:.2f}×" if floor else "n/a"
+        ratios.append((what, fmt(product, unit, digits), fmt(floor, unit, digits), r))
+
+    ratio("saturation, 200 B, per-message (signals/s)", "relay_sat_200", "delivered_per_s")
+    ratio("saturation, 2,000 B, per-message (signals/s)", "relay_sat_2000", "delivered_per_s")
+    ratio("one-way p50 at 5,000/s", "relay_5k", "latency.p50_us", " ms", 3, 1e-3)
+    ratio("one-way p99 at 5,000/s", "relay_5k", "latency.p99_us", " ms", 3, 1e-3)
+    ratio("one-way p99 at 1,000/s", "relay_1k", "latency.p99_us", " ms", 3, 1e-3)
+    ratio("server CPU µs per signal, saturated", "relay_sat_200", "cpu_us_per_signal", " µs", 1)
+    ratio("server CPU µs per signal at 5,000/s", "relay_5k", "cpu_us_per_signal", " µs", 1)
+    ratio("server CPU µs per signal at 1,000/s", "relay_1k", "cpu_us_per_signal", " µs", 1)
+    ratio("batched writes: saturation, 200 B (signals/s)", "relay_sat_200_batched", "delivered_per_s")
+    ratio("batched writes: server CPU µs per signal at 5,000/s", "relay_5k_batched", "cpu_us_per_signal", " µs", 1)
+
+    note = os.environ.get("BENCH_NOTE", "").strip()
     lines = [
         "# Benchmark results",
         "",
         f"Medians of {runs_wanted} runs per row (`runs` says how many were recorded). "
-        f"Machine: {os.cpu_count()} cores; load generator, nodes and Redis share it. "
+        f"Machine: {machine()}; load generator, nodes and Redis share it "
+        f"(load average {os.getloadavg()[0]:.1f} when the table was written). "
+        "Absolute figures move between machines; compare the ratios to the floor, taken minutes apart. "
         "Produced by `bench/run.sh` at revision "
         f"`{os.environ.get('REVISION', 'unknown')}`; raw JSON lines in `latest.jsonl`.",
+        "",
+    ]
+    if note:
+        lines += [f"**Conditions:** {note}", ""]
+    if ratios:
+        lines += [
+            "## Against the floor",
+            "",
+            "The product and the floor (`bench/floor`: WebSocket, route on the target, pipelined "
+            "PUBLISH, nothing else) under the same load generator and arguments, one right after "
+            "the other. Throughput: higher is better, so a ratio below 1 is the product's cost; "
+            "latency and CPU: a ratio above 1 is.",
+            "",
+            "| figure | product | floor | product ÷ floor |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {w} | {p} | {f} | {r} |" for w, p, f, r in ratios]
+        lines.append("")
+    lines += [
+        "## All figures",
         "",
         "| scenario | metric | median | target | verdict | runs |",
         "|---|---|---:|---|---|---:|",

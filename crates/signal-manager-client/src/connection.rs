@@ -28,6 +28,30 @@ fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_LEN))
 }
 
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+) so that `bind` takes only
+/// the address and `connect` picks the port. Best effort: on an older
+/// kernel the bind still works, it only reserves a port early.
+#[cfg(target_os = "linux")]
+fn defer_port_choice(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is the socket's own, open for the duration of the
+    // call, and the option value is a c_int that outlives it, with its
+    // exact size passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_port_choice(_socket: &TcpSocket) {}
+
 /// What the server sent.
 #[derive(Debug)]
 pub enum Incoming {
@@ -52,6 +76,12 @@ impl Connection {
 
     /// Opens a WebSocket from a chosen local address (spreads source
     /// addresses over 127.0.0.x so ephemeral ports never run out).
+    ///
+    /// On Linux the socket asks for `IP_BIND_ADDRESS_NO_PORT` before the
+    /// bind, so the local port is chosen at connect time for the whole
+    /// address/port 4-tuple: a bind to port 0 alone reserves a port for
+    /// every destination, skips the ports sockets in TIME_WAIT still hold,
+    /// and after a few thousand closed connections hunts for a free one.
     pub async fn open_from(url: &str, local: Option<IpAddr>) -> Result<Connection, ClientError> {
         let request = url.into_client_request()?;
         let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
@@ -73,6 +103,7 @@ impl Connection {
         }
         .map_err(|e| ClientError::WebSocket(e.into()))?;
         if let Some(ip) = local {
+            defer_port_choice(&socket);
             socket
                 .bind(SocketAddr::new(ip, 0))
                 .map_err(|e| ClientError::WebSocket(e.into()))?;

@@ -6,7 +6,8 @@
 //! Redis (`bench/run.sh` does) and it only ever talks to loopback addresses.
 //!
 //! Layout: `relay.rs` (sender → receiver pairs across nodes, fixed rate or
-//! saturation), `pair.rs` (one pair's sender and receiver tasks), `idle.rs`
+//! saturation), `pair.rs` (one pair's sender and receiver tasks, one write
+//! per signal or one per batch: `--send-mode`), `idle.rs`
 //! (held connections, RSS per connection), `connect.rs` (connection rate
 //! and CONNECT → CONNECT_ACK latency),
 //! `storm.rs` (everyone drops and reconnects at once), `fleet.rs` (opening
@@ -254,5 +255,27 @@ mod tests {
         for bad in ["ws://10.0.0.1:8080", "ws://example.com", "http://[::2]:1"] {
             assert!(!is_loopback_url(bad), "{bad}");
         }
+    }
+
+    fn send_mode(extra: &[&str]) -> pair::SendMode {
+        let mut argv = vec!["loadgen", "relay", "--url", "ws://127.0.0.1:1"];
+        argv.extend_from_slice(extra);
+        match Args::try_parse_from(argv).unwrap().scenario {
+            Scenario::Relay(a) => a.send_mode,
+            other => panic!("not relay: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_writes_one_message_at_a_time_unless_told_to_batch() {
+        assert_eq!(send_mode(&[]), pair::SendMode::PerMessage);
+        assert_eq!(
+            send_mode(&["--send-mode", "batched"]),
+            pair::SendMode::Batched
+        );
+        assert_eq!(
+            send_mode(&["--send-mode", "per-message"]),
+            pair::SendMode::PerMessage
+        );
     }
 }

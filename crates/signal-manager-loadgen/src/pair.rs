@@ -1,4 +1,5 @@
-//! One relay pair's two tasks: the sender (paced or windowed) and the
+//! One relay pair's two tasks: the sender (paced or windowed, one write per
+//! signal or one per batch) and the
 //! receiver that checks source, id, order and latency of every signal.
 
 use std::collections::BTreeSet;
@@ -68,6 +69,8 @@ pub(super) struct SendPlan {
     pub(super) size: usize,
     pub(super) codec: signal_manager_protocol::Codec,
     pub(super) window: u64,
+    /// How signals reach the socket.
+    pub(super) send_mode: SendMode,
     /// Fixed rate: (period per signal, first send); `None` = saturation.
     pub(super) pace: Option<(Duration, Instant)>,
 }
@@ -87,6 +90,29 @@ impl SendPlan {
         };
         let id = Uuid::from_u64_pair(self.id_tag, seq);
         Ok(encode_frame(self.kind, id, self.codec, &wire)?)
+    }
+}
+
+/// How a sender hands its signals to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendMode {
+    /// Each signal is its own WebSocket message, written and flushed on its
+    /// own, as `WebSocket.send` in a browser does: one write per signal.
+    PerMessage,
+    /// Every signal due at once (a whole window at saturation) is queued,
+    /// then flushed with one write, so the node reads many frames per
+    /// system call. Faster than any browser sends; kept to compare with
+    /// earlier figures.
+    Batched,
+}
+
+impl SendMode {
+    /// The name in the JSON line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendMode::PerMessage => "per-message",
+            SendMode::Batched => "batched",
+        }
     }
 }
 
@@ -133,11 +159,17 @@ pub(super) async fn send(
             };
             if due > 0 {
                 for _ in 0..due {
-                    conn.feed_bytes(plan.frame(seq, &mut data)?).await?;
+                    let frame = plan.frame(seq, &mut data)?;
+                    match plan.send_mode {
+                        SendMode::PerMessage => conn.send_bytes(frame).await?,
+                        SendMode::Batched => conn.feed_bytes(frame).await?,
+                    }
                     seq += 1;
                 }
                 state.sent.store(seq, Ordering::Release);
-                conn.flush().await?;
+                if plan.send_mode == SendMode::Batched {
+                    conn.flush().await?;
+                }
                 if plan.pace.is_none() {
                     continue;
                 }
@@ -302,6 +334,7 @@ mod tests {
             size: 200,
             codec: Codec::Json,
             window: 1,
+            send_mode: SendMode::PerMessage,
             pace: None,
         };
         let frame = plan.frame(42, &mut String::new()).unwrap();

@@ -7,6 +7,10 @@
 //! bytes; its message id encodes the same sequence number. The receiver
 //! checks source, id and order, so loss, duplicates and reordering are
 //! counted exactly; any of them fails the run.
+//!
+//! By default each signal is its own WebSocket message and its own write
+//! (`--send-mode per-message`, what a browser's `WebSocket.send` does);
+//! `--send-mode batched` writes every signal due at once with one flush.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use tokio::time::Instant;
 
 use super::cluster_stats::{pubsub_topology, ClusterSnapshot};
 use super::fleet::{self, ErrorCounts, Fleet};
-use super::pair::{now_us, receive, send, PairState, SendPlan, Window};
+use super::pair::{now_us, receive, send, PairState, SendMode, SendPlan, Window};
 use super::proc_stats::CpuSnapshot;
 use super::report::{histogram, percentile_line, percentiles, Progress, Report};
 use super::Common;
@@ -45,6 +49,12 @@ pub struct RelayArgs {
     /// Signals in flight per pair at saturation.
     #[arg(long, default_value_t = 64)]
     pub window: u64,
+    /// per-message: every signal its own WebSocket message and its own
+    /// write, as a browser sends; batched: all signals due at once (a whole
+    /// window at saturation) in one write, which overstates what real
+    /// clients get.
+    #[arg(long, value_enum, default_value_t = SendMode::PerMessage)]
+    pub send_mode: SendMode,
     /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -124,8 +134,9 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
         end_us: AtomicU64::new(u64::MAX),
     });
     eprintln!(
-        "[relay] opening {pairs} pairs over {nodes} node(s), {} bytes, {}",
+        "[relay] opening {pairs} pairs over {nodes} node(s), {} bytes, {}, {}",
         args.size,
+        args.send_mode.as_str(),
         if args.rate > 0 {
             format!("{} signals/s offered", args.rate)
         } else {
@@ -173,6 +184,7 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
             size: args.size,
             codec: fleet.codec,
             window: args.window.max(1),
+            send_mode: args.send_mode,
             // Stagger the pairs over one period so sends are spread evenly.
             pace: (args.rate > 0).then(|| {
                 let period = Duration::from_secs_f64(pairs as f64 / args.rate as f64);
@@ -272,6 +284,7 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
     let mut report = Report::new("relay", &args.common);
     report
         .set("mode", if args.rate > 0 { "rate" } else { "saturation" })
+        .set("send_mode", args.send_mode.as_str())
         .set("pairs", pairs)
         .set("cross_node", nodes > 1)
         .set("size", args.size)
@@ -314,8 +327,8 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
     }
     report
         .line(format!(
-            "{pairs} pairs, {} B signal_data ({frame_bytes} B frames): offered {offered:.0}/s, delivered {throughput:.0}/s in the {:.1} s window",
-            args.size, usage.wall_seconds
+            "{pairs} pairs, {} B signal_data ({frame_bytes} B frames, {}): offered {offered:.0}/s, delivered {throughput:.0}/s in the {:.1} s window",
+            args.size, args.send_mode.as_str(), usage.wall_seconds
         ))
         .line(format!("one-way latency: {}", percentile_line(&latency)))
         .line(format!(
@@ -366,6 +379,7 @@ fn sample_frame(args: &RelayArgs, fleet: &Fleet) -> bytes::Bytes {
         size: args.size,
         codec: fleet.codec,
         window: 1,
+        send_mode: args.send_mode,
         pace: None,
     };
     plan.frame(0, &mut String::new()).unwrap_or_default()
