@@ -7,12 +7,13 @@
 //! wrapped in [`Secret`] so no `Debug` or error ever prints them.
 
 mod keys;
+mod redis;
 mod settings;
 mod sources;
 
 pub use keys::KEYS;
 pub use settings::{
-    AdminSettings, AuthSettings, ClusterSettings, LogFormat, LoggingSettings, Secret,
+    AdminSettings, AuthSettings, ClusterSettings, LogFormat, LoggingSettings, RedisMode, Secret,
     ServerSettings, Settings, TelemetrySettings,
 };
 pub use sources::{load, ConfigError, Loaded, Sources};

@@ -257,6 +257,20 @@ fn normalize(settings: &mut Settings) {
         p.as_os_str().is_empty()
     });
     clear(&mut settings.telemetry.otlp_endpoint, String::is_empty);
+    clear(
+        &mut settings.cluster.redis_sentinel_master,
+        String::is_empty,
+    );
+    clear(&mut settings.cluster.redis_sentinel_password, |s| {
+        s.expose().is_empty()
+    });
+    for path in [
+        &mut settings.cluster.redis_tls_ca_path,
+        &mut settings.cluster.redis_tls_cert_path,
+        &mut settings.cluster.redis_tls_key_path,
+    ] {
+        clear(path, |p| p.as_os_str().is_empty());
+    }
 }
 
 fn invalid(error: config::ConfigError, origins: &HashMap<String, String>) -> ConfigError {
