@@ -8,6 +8,8 @@
 //! - [`ids`]: `ClientId`, `NodeId`, `SessionId`.
 //! - [`presence`] and [`bus`]: the two cluster seams, each with a memory and
 //!   a Redis implementation chosen once in [`app`].
+//! - [`redis_conn`]: Redis connections in each `cluster.redis_mode`
+//!   (standalone, Sentinel, Redis Cluster), TLS and ACL users.
 //! - [`node`]: local sessions, routing, inbound envelopes, upkeep.
 //! - [`server`]: the WebSocket listener, the session task, the admin HTTP.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics, logging and tracing.
@@ -22,6 +24,7 @@ pub mod ids;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod redis_conn;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

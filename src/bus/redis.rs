@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::redis_conn::{Connector, TlsOptions};
 
 /// Publishes waiting for the publisher task before new ones are refused.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -35,7 +36,7 @@ struct PublishRequest {
 
 /// The Redis message bus.
 pub struct RedisBus {
-    client: redis::Client,
+    client: Connector,
     prefix: Arc<str>,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
@@ -44,15 +45,21 @@ pub struct RedisBus {
 impl RedisBus {
     /// A bus on `url`; starts the publisher task (call inside a runtime).
     pub fn new(url: &str, prefix: &str, metrics: Arc<Metrics>) -> Result<RedisBus, BusError> {
-        let client = redis::Client::open(url).map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let client = Connector::standalone(url, &TlsOptions::default())
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(Self::with_connector(client, prefix, metrics))
+    }
+
+    /// A bus whose connections come from `client` (standalone or Sentinel).
+    pub fn with_connector(client: Connector, prefix: &str, metrics: Arc<Metrics>) -> RedisBus {
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         tokio::spawn(run_publisher(client.clone(), rx, metrics));
-        Ok(RedisBus {
+        RedisBus {
             client,
             prefix: Arc::from(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
-        })
+        }
     }
 
     fn channel(&self, node: &NodeId) -> String {
@@ -92,18 +99,15 @@ impl MessageBus for RedisBus {
     }
 }
 
-async fn connect(client: &redis::Client) -> Option<MultiplexedConnection> {
-    tokio::time::timeout(
-        ROUND_TRIP_TIMEOUT,
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
+async fn connect(client: &Connector) -> Option<MultiplexedConnection> {
+    tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.multiplexed())
+        .await
+        .ok()?
+        .ok()
 }
 
 async fn run_publisher(
-    client: redis::Client,
+    client: Connector,
     mut rx: mpsc::Receiver<PublishRequest>,
     metrics: Arc<Metrics>,
 ) {
@@ -166,7 +170,7 @@ async fn run_publisher(
 }
 
 async fn run_subscriber(
-    client: redis::Client,
+    client: Connector,
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
@@ -174,7 +178,7 @@ async fn run_subscriber(
     let mut backoff = Duration::from_millis(50);
     loop {
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.get_async_pubsub())
+            let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.pubsub())
                 .await
                 .ok()?
                 .ok()?;

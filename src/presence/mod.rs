@@ -14,10 +14,12 @@
 
 mod memory;
 mod redis;
+mod redis_cluster;
 
 use std::future::Future;
 
 pub use self::redis::RedisPresence;
+pub use self::redis_cluster::RedisClusterPresence;
 pub use memory::MemoryPresence;
 
 use crate::ids::{ClientId, NodeId, SessionId};
@@ -86,8 +88,10 @@ pub trait PresenceRegistry: Send + Sync + 'static {
 pub enum Presence {
     /// In-process registry.
     Memory(MemoryPresence),
-    /// Redis registry.
+    /// Redis registry (one server, or the master behind Sentinels).
     Redis(RedisPresence),
+    /// Redis Cluster registry.
+    RedisCluster(RedisClusterPresence),
 }
 
 macro_rules! dispatch {
@@ -95,6 +99,7 @@ macro_rules! dispatch {
         match $self {
             Presence::Memory($p) => $e,
             Presence::Redis($p) => $e,
+            Presence::RedisCluster($p) => $e,
         }
     };
 }
