@@ -3,7 +3,11 @@
 //! bounded waits, and a tiny HTTP GET.
 #![allow(dead_code)]
 
+pub mod redis_cluster;
+pub mod redis_proc;
+pub mod redis_sentinel;
 pub mod redis_server;
+pub mod redis_tls;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;

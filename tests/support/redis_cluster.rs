@@ -1,0 +1,171 @@
+//! A Redis Cluster of real `redis-server --cluster-enabled yes` processes
+//! on free ports, created with `redis-cli --cluster create`: three
+//! primaries, optionally one replica each. Tests that only read and write
+//! their own prefix share one cluster ([`shared`]); tests that kill a
+//! primary start their own.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::free_port;
+use super::redis_proc::{base_args, cli, plain, RedisProc};
+
+/// A running cluster.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisProc>,
+    dir: tempfile::TempDir,
+}
+
+fn node_args(port: u16) -> Vec<String> {
+    let mut args = base_args(port);
+    args.extend(
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args
+}
+
+/// Polls `check` every 50 ms for up to `limit` (blocking; for fixtures
+/// that start before any runtime exists).
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl RedisCluster {
+    /// Three primaries with `replicas` replicas each, all slots covered and
+    /// `cluster_state:ok` everywhere.
+    pub fn start(replicas: usize) -> RedisCluster {
+        Self::start_with(replicas, false)
+    }
+
+    fn start_with(replicas: usize, watched: bool) -> RedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
+        let nodes: Vec<RedisProc> = ports
+            .iter()
+            .map(|&p| {
+                if watched {
+                    RedisProc::spawn_watched(p, dir.path(), &node_args(p))
+                } else {
+                    RedisProc::spawn(p, dir.path(), &node_args(p))
+                }
+            })
+            .collect();
+        for &p in &ports {
+            wait_until("cluster node answers", Duration::from_secs(10), || {
+                cli(&plain(p), &["PING"]) == "PONG"
+            });
+        }
+        let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
+        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend([
+            "--cluster-replicas".into(),
+            replicas.to_string(),
+            "--cluster-yes".into(),
+        ]);
+        let refs: Vec<&str> = create.iter().map(String::as_str).collect();
+        cli(&[], &refs);
+        let cluster = RedisCluster { nodes, dir };
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and (with
+    /// replicas) every replica's link to its primary is up.
+    pub fn wait_healthy(&self, limit: Duration) {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            wait_until("cluster_state:ok", limit, || {
+                cli(&plain(node.port), &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+            wait_until("replication link up", limit, || {
+                let info = cli(&plain(node.port), &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+        }
+    }
+
+    /// `redis://127.0.0.1:<p1>,…` for every node: the seed list.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the primary that owns `key`'s slot (a channel name
+    /// hashes the same way).
+    pub fn primary_for(&self, key: &str) -> u16 {
+        let slot: u16 = cli(&plain(self.any_port()), &["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        self.primary_for_slot(slot)
+    }
+
+    /// The port of the primary serving `slot` now.
+    pub fn primary_for_slot(&self, slot: u16) -> u16 {
+        let shards = cli(&plain(self.any_port()), &["CLUSTER", "SLOTS"]);
+        // redis-cli prints CLUSTER SLOTS flat: start, end, then per node
+        // ip, port, id (and hostname info); the first node is the primary.
+        let lines: Vec<&str> = shards.lines().map(str::trim).collect();
+        let mut i = 0;
+        while i + 3 < lines.len() {
+            if let (Ok(start), Ok(end)) = (lines[i].parse::<u16>(), lines[i + 1].parse::<u16>()) {
+                if lines[i + 2] == "127.0.0.1" && (start..=end).contains(&slot) {
+                    return lines[i + 3].parse().expect("port");
+                }
+            }
+            i += 1;
+        }
+        panic!("no primary serves slot {slot}: {shards}");
+    }
+
+    /// Ports of the current primaries.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .filter(|n| cli(&plain(n.port), &["ROLE"]).starts_with("master"))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    fn any_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a running node")
+            .port
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.kill();
+        }
+    }
+
+    /// Working directory (logs, nodes.conf).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// One three-primary cluster for every test in this process that only
+/// uses its own key prefix; started on first use.
+pub fn shared() -> &'static RedisCluster {
+    static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+    SHARED.get_or_init(|| RedisCluster::start_with(0, true))
+}
