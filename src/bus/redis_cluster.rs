@@ -95,7 +95,12 @@ impl MessageBus for RedisClusterBus {
     async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
         let weak = Arc::downgrade(&sink);
         let to_sink = weak.clone();
+        let lost = Arc::new(Notify::new());
+        let on_lost = Arc::clone(&lost);
         let push = move |info: PushInfo| -> Result<(), ()> {
+            if info.kind == PushKind::Disconnection {
+                on_lost.notify_one();
+            }
             deliver(&to_sink, info);
             Ok(())
         };
@@ -105,7 +110,10 @@ impl MessageBus for RedisClusterBus {
             client,
             self.channel(node),
             weak,
-            Arc::clone(&self.resubscribe),
+            Wake {
+                probes: Arc::clone(&self.resubscribe),
+                lost,
+            },
         ));
         Ok(())
     }
@@ -210,11 +218,20 @@ async fn publish_batch(
     outcomes
 }
 
+/// What makes the subscriber rebuild its connection.
+struct Wake {
+    /// The node's probes stopped coming back.
+    probes: Arc<Notify>,
+    /// The connection lost a cluster node (a shard's primary may have
+    /// failed over; the channel's slot may now live elsewhere).
+    lost: Arc<Notify>,
+}
+
 async fn run_subscriber(
     client: ClusterClient,
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
-    resubscribe: Arc<Notify>,
+    wake: Wake,
 ) {
     let mut backoff = Duration::from_millis(50);
     while sink.strong_count() > 0 {
@@ -228,12 +245,19 @@ async fn run_subscriber(
             Ok(Ok(conn)) => {
                 backoff = Duration::from_millis(50);
                 tracing::info!(%channel, "subscribed to the sharded node channel");
-                // The connection re-subscribes on its own after reconnects;
-                // rebuild it only when probes say deliveries stopped.
+                // The connection re-subscribes on its own after a reconnect
+                // to the same node, but not on a replica promoted in its
+                // place: rebuild it when it loses a node, and when probes
+                // say deliveries stopped. A publish meanwhile reaches no
+                // subscriber and is answered, never lost unnoticed.
                 loop {
                     tokio::select! {
-                        _ = resubscribe.notified() => {
+                        _ = wake.probes.notified() => {
                             tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                            break;
+                        }
+                        _ = wake.lost.notified() => {
+                            tracing::info!(%channel, "lost a cluster node; re-subscribing");
                             break;
                         }
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {

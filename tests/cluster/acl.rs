@@ -106,7 +106,10 @@ async fn a_missing_permission_is_an_error_naming_the_command() {
         .await
         .expect_err("SET is not allowed")
         .to_string();
-    assert!(error.contains("no permissions") && error.contains("'set'"), "{error}");
+    assert!(
+        error.contains("no permissions") && error.contains("'set'"),
+        "{error}"
+    );
 
     let bus = RedisBus::new(
         &user_url(redis.port, "no-publish"),
@@ -122,8 +125,15 @@ async fn a_missing_permission_is_an_error_naming_the_command() {
             let _ = tx.send(r);
         })),
     );
-    let error = rx.await.unwrap().expect_err("PUBLISH is not allowed").to_string();
-    assert!(error.contains("no permissions") && error.contains("'publish'"), "{error}");
+    let error = rx
+        .await
+        .unwrap()
+        .expect_err("PUBLISH is not allowed")
+        .to_string();
+    assert!(
+        error.contains("no permissions") && error.contains("'publish'"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

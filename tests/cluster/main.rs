@@ -12,8 +12,8 @@ mod redis_cluster;
 mod routing;
 mod sentinel;
 mod tls;
-mod traffic;
 mod tracing;
+mod traffic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,9 +54,7 @@ pub async fn start_node(redis: &RedisServer, prefix: &str, node_id: &str) -> Tes
 
 /// Starts an in-process node on `settings`.
 pub async fn start_with(settings: Settings) -> TestNode {
-    let node: Arc<Node> = app::build_node(settings)
-        .await
-        .expect("build cluster node");
+    let node: Arc<Node> = app::build_node(settings).await.expect("build cluster node");
     TestNode::run(node).await
 }
 

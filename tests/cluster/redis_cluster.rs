@@ -103,7 +103,11 @@ async fn a_signal_is_one_spublish_on_the_shard_owning_the_target_channel() {
         .into_iter()
         .filter(|p| *p != a_shard && *p != b_shard)
         .collect();
-    let before: Vec<u64> = [b_shard].iter().chain(&others).map(|p| spublish_calls(*p)).collect();
+    let before: Vec<u64> = [b_shard]
+        .iter()
+        .chain(&others)
+        .map(|p| spublish_calls(*p))
+        .collect();
     let mut alice = a.login(ALICE.0, ALICE.1, Codec::Json).await;
     let mut bob = b.login(BOB.0, BOB.1, Codec::Json).await;
     const N: u64 = 200;
@@ -112,7 +116,11 @@ async fn a_signal_is_one_spublish_on_the_shard_owning_the_target_channel() {
         alice.send(&m, Codec::Json).await.unwrap();
         assert_eq!(recv_message(&mut bob).await.message_id, m.message_id);
     }
-    let after: Vec<u64> = [b_shard].iter().chain(&others).map(|p| spublish_calls(*p)).collect();
+    let after: Vec<u64> = [b_shard]
+        .iter()
+        .chain(&others)
+        .map(|p| spublish_calls(*p))
+        .collect();
     let on_owner = after[0] - before[0];
     // node-b's own probes (one a second) land there too.
     assert!(
@@ -147,7 +155,12 @@ fn cluster_mode_on_a_server_that_is_not_a_cluster_node_stops_start_up() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let redis = runtime.block_on(RedisServer::start());
     let out = Command::new(binary())
-        .args(["--port", &free_port().to_string(), "--admin-port", &free_port().to_string()])
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--admin-port",
+            &free_port().to_string(),
+        ])
         .env("SIGNAL_MANAGER_CLUSTER_REDIS_URL", redis.url())
         .env("SIGNAL_MANAGER_CLUSTER_REDIS_MODE", "cluster")
         .stdin(Stdio::null())
@@ -203,5 +216,8 @@ async fn routing_survives_a_primary_failover_without_a_silent_signal() {
     );
     assert_eq!(outcome.silent, 0, "no signal goes unanswered");
     assert_eq!(outcome.duplicated, 0);
-    assert!(back <= promoted + Duration::from_secs(2), "back {back:?}, promoted {promoted:?}");
+    assert!(
+        back <= promoted + Duration::from_secs(2),
+        "back {back:?}, promoted {promoted:?}"
+    );
 }

@@ -9,8 +9,8 @@ use signal_manager_service::config::RedisMode;
 use tokio::time::Instant;
 
 use crate::support::redis_sentinel::{SentinelSet, MASTER_NAME};
-use crate::traffic::Traffic;
 use crate::support::*;
+use crate::traffic::Traffic;
 use crate::*;
 
 const ALICE: (&str, &str) = ("test_client_1", "test_token_1");
@@ -45,7 +45,9 @@ async fn nodes_follow_a_sentinel_failover_without_a_silent_signal() {
     })
     .await;
     let promoted = killed.elapsed();
-    traffic.wait_back(FAILOVER_BUDGET + Duration::from_secs(2)).await;
+    traffic
+        .wait_back(FAILOVER_BUDGET + Duration::from_secs(2))
+        .await;
     let outcome = traffic.finish(killed).await;
     let back = outcome.back_after.expect("routing came back");
     println!(

@@ -59,10 +59,21 @@ async fn a_certificate_that_does_not_verify_keeps_the_node_unready_with_one_line
     let log = tempfile::NamedTempFile::new().unwrap();
     let (port, admin_port) = (free_port(), free_port());
     let mut child = Command::new(binary())
-        .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
+        ])
         .env_remove("RUST_LOG")
-        .env("SIGNAL_MANAGER_CLUSTER_REDIS_URL", redis.url().replace("rediss://", "rediss://user:hunter2@"))
-        .env("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CA_PATH", &redis.files.wrong_ca)
+        .env(
+            "SIGNAL_MANAGER_CLUSTER_REDIS_URL",
+            redis.url().replace("rediss://", "rediss://user:hunter2@"),
+        )
+        .env(
+            "SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CA_PATH",
+            &redis.files.wrong_ca,
+        )
         .env("SIGNAL_MANAGER_CLUSTER_KEY_PREFIX", unique_prefix("badca"))
         .stdin(Stdio::null())
         .stdout(log.reopen().unwrap())
@@ -99,7 +110,10 @@ async fn a_certificate_that_does_not_verify_keeps_the_node_unready_with_one_line
     assert_eq!(logged.len(), 1, "one line, not one per attempt: {logged:?}");
     let line = &logged[0];
     println!("{line}");
-    assert!(line.contains("TLS") && line.contains("UnknownIssuer"), "{line}");
+    assert!(
+        line.contains("TLS") && line.contains("UnknownIssuer"),
+        "{line}"
+    );
     assert!(!line.contains("hunter2"), "no secret in the log: {line}");
 }
 
@@ -115,11 +129,16 @@ fn a_bad_tls_file_stops_start_up_naming_its_key() {
         ("CERT_PATH", &garbage),
     ] {
         let mut cmd = Command::new(binary());
-        cmd.args(["--port", &free_port().to_string(), "--admin-port", &free_port().to_string()])
-            .env("SIGNAL_MANAGER_CLUSTER_REDIS_URL", "rediss://127.0.0.1:1")
-            .env(format!("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_{key}"), path)
-            .env("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_KEY_PATH", &garbage)
-            .env("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CERT_PATH", &garbage);
+        cmd.args([
+            "--port",
+            &free_port().to_string(),
+            "--admin-port",
+            &free_port().to_string(),
+        ])
+        .env("SIGNAL_MANAGER_CLUSTER_REDIS_URL", "rediss://127.0.0.1:1")
+        .env(format!("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_{key}"), path)
+        .env("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_KEY_PATH", &garbage)
+        .env("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CERT_PATH", &garbage);
         if key == "CA_PATH" {
             cmd.env_remove("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_KEY_PATH")
                 .env_remove("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CERT_PATH");
@@ -129,7 +148,9 @@ fn a_bad_tls_file_stops_start_up_naming_its_key() {
             + &String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{key} {}: started", path.display());
         let name = format!("cluster.redis_tls_{}", key.to_ascii_lowercase());
-        assert!(text.contains(&name), "{key}: the error names {name}: {text}");
+        assert!(
+            text.contains(&name),
+            "{key}: the error names {name}: {text}"
+        );
     }
 }
-

@@ -49,7 +49,12 @@ pub struct Outcome {
 
 impl Traffic {
     /// Starts `from` (on `from_url`) signalling `to` (on `to_url`).
-    pub async fn start(from_url: &str, from: (&str, &str), to_url: &str, to: (&str, &str)) -> Traffic {
+    pub async fn start(
+        from_url: &str,
+        from: (&str, &str),
+        to_url: &str,
+        to: (&str, &str),
+    ) -> Traffic {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut receiver_client = Client::connect(ConnectOptions::new(to_url, to.0, to.1))
@@ -70,7 +75,12 @@ impl Traffic {
                     };
                     match tokio::time::timeout(limit, receiver_client.next_event()).await {
                         Ok(Some(Event::Signal(s))) => {
-                            *ledger.lock().unwrap().delivered.entry(s.message_id).or_default() += 1;
+                            *ledger
+                                .lock()
+                                .unwrap()
+                                .delivered
+                                .entry(s.message_id)
+                                .or_default() += 1;
                         }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => return,
@@ -83,7 +93,10 @@ impl Traffic {
             let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
             tokio::spawn(async move {
                 let record = |event: Event| {
-                    if let Event::Error { message_id, code, .. } = event {
+                    if let Event::Error {
+                        message_id, code, ..
+                    } = event
+                    {
                         let mut l = ledger.lock().unwrap();
                         let e = l.errors.entry(message_id).or_insert((0, code));
                         e.0 += 1;
@@ -130,12 +143,38 @@ impl Traffic {
                 .all(|(id, _)| l.delivered.contains_key(id))
     }
 
-    /// Waits until routing is back (the last 50 signals, half a second,
-    /// all delivered), up to `limit`.
+    /// What became of the last `n` signals, for a failure message.
+    fn recent(&self, n: usize) -> String {
+        let l = self.ledger.lock().unwrap();
+        let mut tally: HashMap<String, usize> = HashMap::new();
+        for (id, _) in l.sent.iter().rev().take(n) {
+            let state = if l.delivered.contains_key(id) {
+                "delivered".to_owned()
+            } else if let Some((_, code)) = l.errors.get(id) {
+                code.clone()
+            } else {
+                "pending".to_owned()
+            };
+            *tally.entry(state).or_default() += 1;
+        }
+        format!(
+            "{tally:?} of {} sent, last sent {:?} ago",
+            l.sent.len(),
+            l.sent.last().map(|(_, at)| at.elapsed())
+        )
+    }
+
+    /// Waits until routing is back: the last 50 signals (half a second),
+    /// all sent after this call, all delivered; up to `limit`.
     pub async fn wait_back(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while !self.last_delivered(50) {
-            assert!(Instant::now() < deadline, "routing not back within {limit:?}");
+        let first = self.ledger.lock().unwrap().sent.len();
+        while self.ledger.lock().unwrap().sent.len() < first + 50 || !self.last_delivered(50) {
+            assert!(
+                Instant::now() < deadline,
+                "routing not back within {limit:?}; last signals: {}",
+                self.recent(50)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
