@@ -127,7 +127,12 @@ impl Node {
             } else {
                 Duration::from_secs(1)
             };
-            tokio::time::sleep(tick).await;
+            // Woken early when the bus comes back after a failure (a
+            // restarted or failed-over Redis): re-register at once.
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.health.upkeep_now.notified() => {}
+            }
         }
     }
 
