@@ -4,9 +4,15 @@
   check_rendered.py split RENDERED BUILTIN_OUT CRD_OUT
       Split a multi-document manifest: resources of custom resource
       definitions (ServiceMonitor) go to CRD_OUT, the rest to BUILTIN_OUT.
-  check_rendered.py helm RENDERED [--replicas N] [--hpa] [--existing-secret NAME]
-                                  [--no-secret] [--expect-kind KIND ...]
-      Check a `helm template` output of the signal-manager chart.
+  check_rendered.py helm RENDERED [--image-config TOML] [--dockerfile FILE] [--replicas N]
+                                  [--hpa] [--existing-secret NAME] [--no-secret]
+                                  [--expect-kind KIND ...] [--no-pre-stop] [--jwks URL]
+                                  [--turn SECRET] [--admin-api SECRET] [--redis-mode MODE]
+                                  [--redis-tls ca|mtls|insecure] [--sentinel-password SECRET]
+      Check a `helm template` output of the signal-manager chart: always
+      the invariants (config keys, secrets, probes, drain timing, security
+      context against the image), and with the options, that a feature the
+      values turned on reaches the node.
   check_rendered.py compose CONFIG_JSON [--monitoring]
       Check `docker-compose config --format json` of docker-compose.yml.
   check_rendered.py metrics DASHBOARD_JSON PROMETHEUS_YML
@@ -31,16 +37,27 @@ import yaml
 
 CRD_GROUPS = ("monitoring.coreos.com/",)
 
-# Configuration keys a node accepts (docs: configuration contract).
+# Configuration keys a node accepts (docs: configuration contract), with the
+# keys added with protocol version 1.1.
 CONFIG_KEYS = {
     "server": {"host", "port", "max_connections", "heartbeat_interval", "connect_timeout",
-               "drain_timeout", "rate_limit_per_second", "rate_limit_burst"},
-    "auth": {"token_secret", "public_key_path", "issuer", "audience", "token_expiry", "leeway"},
-    "cluster": {"redis_url", "node_id", "key_prefix", "presence_ttl"},
-    "admin": {"host", "port"},
+               "drain_timeout", "rate_limit_per_second", "rate_limit_burst", "resume_window"},
+    "auth": {"token_secret", "public_key_path", "issuer", "audience", "token_expiry", "leeway",
+             "jwks_url", "jwks_refresh", "peers_claim", "require_peers_claim"},
+    "cluster": {"redis_url", "node_id", "key_prefix", "presence_ttl", "delivery_timeout",
+                "redis_mode", "redis_sentinel_master", "redis_sentinel_password",
+                "redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path", "redis_tls_insecure"},
+    "admin": {"host", "port", "api_token"},
     "logging": {"level", "format"},
     "telemetry": {"otlp_endpoint", "service_name", "sample_ratio"},
+    "turn": {"urls", "stun_urls", "secret", "ttl"},
 }
+# Secret keys: never in the ConfigMap, always from a Secret.
+SECRET_KEYS = {("auth", "token_secret"), ("cluster", "redis_url"), ("cluster", "redis_sentinel_password"),
+               ("turn", "secret"), ("admin", "api_token")}
+# At most one of these verifies tokens; a node on 0.0.0.0 needs one.
+AUTH_SOURCES = ("token_secret", "public_key_path", "jwks_url")
+ENV_PREFIX = "SIGNAL_MANAGER_"
 DEFAULT_DRAIN_TIMEOUT = 10
 
 # Metric families the service exports; histograms add _bucket/_sum/_count.
@@ -112,6 +129,48 @@ def by_kind(docs, kind):
     return [d for d in docs if d.get("kind") == kind]
 
 
+def env_key(name):
+    """SIGNAL_MANAGER_CLUSTER_REDIS_URL -> ("cluster", "redis_url"), as the node reads it."""
+    section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+    return section, key
+
+
+def image_facts(config_path, dockerfile_path):
+    """Ports and user of the container image, from its config.toml and Dockerfile."""
+    facts = {"ws_port": 8080, "admin_port": 9090, "uid": 10001, "gid": 10001, "expose": None}
+    if config_path:
+        with open(config_path, "rb") as f:
+            cfg = tomllib.load(f)
+        facts["ws_port"] = cfg.get("server", {}).get("port", 8080)
+        facts["admin_port"] = cfg.get("admin", {}).get("port", 9090)
+    if dockerfile_path:
+        with open(dockerfile_path) as f:
+            lines = [line.strip() for line in f]
+        runtime = lines[max(i for i, line in enumerate(lines) if line.upper().startswith("FROM ")):]
+        users = [line.split()[1] for line in runtime if line.upper().startswith("USER ")]
+        if users:
+            uid, _, gid = users[-1].partition(":")
+            facts["uid"], facts["gid"] = int(uid), int(gid or uid)
+        facts["expose"] = {int(p.split("/")[0]) for line in runtime if line.upper().startswith("EXPOSE ")
+                           for p in line.split()[1:]}
+    return facts
+
+
+def file_in_volume(path, container, volumes):
+    """True when PATH is a file of a read-only Secret or ConfigMap volume the container mounts."""
+    for m in container.get("volumeMounts", []):
+        base = m["mountPath"].rstrip("/") + "/"
+        if not path.startswith(base) or not m.get("readOnly"):
+            continue
+        source = volumes.get(m["name"], {})
+        source = source.get("secret") or source.get("configMap")
+        if source is None:
+            continue
+        items = source.get("items")
+        return items is None or path[len(base):] in {i["path"] for i in items}
+    return False
+
+
 def cmd_helm(args):
     c = Checker()
     docs = load_docs(args.rendered)
@@ -164,20 +223,36 @@ def cmd_helm(args):
             c.check(dep["spec"].get("replicas") == args.replicas,
                     f"replicas is {dep['spec'].get('replicas')}, expected {args.replicas}")
 
-    # Probes on the admin port.
-    readiness = container.get("readinessProbe", {}).get("httpGet", {})
-    liveness = container.get("livenessProbe", {}).get("httpGet", {})
-    c.check(readiness.get("path") == "/readyz", f"readiness probe path is {readiness.get('path')}")
-    c.check(liveness.get("path") == "/healthz", f"liveness probe path is {liveness.get('path')}")
-    for name, probe in (("readiness", readiness), ("liveness", liveness)):
-        port = probe.get("port")
-        c.check(port == "admin" or port == 9090, f"{name} probe port is {port}, not the admin port")
-    c.check(ports.get("admin") == 9090 and ports.get("ws") == 8080, f"container ports are {ports}")
+    # What the image needs (Dockerfile and its config.toml): the ports it
+    # exposes and its config listens on, and the user it runs as.
+    image = image_facts(args.image_config, args.dockerfile)
+    c.check(ports.get("ws") == image["ws_port"] and ports.get("admin") == image["admin_port"],
+            f"container ports are {ports}, the image's config listens on ws {image['ws_port']} "
+            f"and admin {image['admin_port']}")
+    if image["expose"] is not None:
+        c.check({image["ws_port"], image["admin_port"]} <= image["expose"],
+                f"the Dockerfile exposes {sorted(image['expose'])}, not the config's ports")
+
+    # Probes: HTTP on the admin port, /healthz for liveness (a draining node
+    # is alive), /readyz for readiness (a draining node leaves the endpoints).
+    for name, path in (("readiness", "/readyz"), ("liveness", "/healthz")):
+        probe = container.get(f"{name}Probe", {})
+        get = probe.get("httpGet", {})
+        c.check(get.get("path") == path, f"{name} probe path is {get.get('path')}, expected {path}")
+        port = get.get("port")
+        port = ports.get(port, port)
+        c.check(port == image["admin_port"], f"{name} probe port is {get.get('port')}, not the admin port "
+                                             f"{image['admin_port']}")
+        c.check(get.get("scheme", "HTTP") == "HTTP", f"{name} probe scheme is {get.get('scheme')}")
+        c.check(probe.get("timeoutSeconds", 1) <= probe.get("periodSeconds", 10),
+                f"{name} probe timeout exceeds its period")
 
     # Configuration file.
     c.check(container.get("args") == ["--config", "/etc/signal-manager/config.toml"],
             f"container args are {container.get('args')}")
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    secret_volumes = {n: v["secret"] for n, v in volumes.items() if "secret" in v}
     c.check("/etc/signal-manager/config.toml" in mounts, "config.toml is not mounted")
     config = None
     for cm in by_kind(docs, "ConfigMap"):
@@ -193,18 +268,112 @@ def cmd_helm(args):
                 c.check(not unknown, f"config.toml [{section}] has unknown keys {sorted(unknown)}")
         c.check(config.get("server", {}).get("host") == "0.0.0.0", "server.host is not 0.0.0.0")
         c.check(config.get("admin", {}).get("host") == "0.0.0.0", "admin.host is not 0.0.0.0")
-        c.check(config.get("admin", {}).get("port") == 9090, "admin.port is not 9090")
+        c.check(config.get("server", {}).get("port") == ports.get("ws"),
+                f"server.port {config.get('server', {}).get('port')} is not the ws container port")
+        c.check(config.get("admin", {}).get("port") == ports.get("admin"),
+                f"admin.port {config.get('admin', {}).get('port')} is not the admin container port")
         ratio = config.get("telemetry", {}).get("sample_ratio")
         c.check(isinstance(ratio, float) and 0 <= ratio <= 1,
                 f"telemetry.sample_ratio {ratio!r} is not a float in [0, 1]")
-        c.check("token_secret" not in config.get("auth", {}), "token secret written into the ConfigMap")
-        c.check("redis_url" not in config.get("cluster", {}), "Redis URL written into the ConfigMap")
+        for section, key in sorted(SECRET_KEYS):
+            c.check(key not in config.get(section, {}), f"secret {section}.{key} written into the ConfigMap")
+        auth = config.get("auth", {})
+        for key in ("jwks_refresh",):
+            if key in auth:
+                c.check(isinstance(auth[key], int) and auth[key] > 0, f"auth.{key} {auth[key]!r} is not a positive integer")
+        if "jwks_refresh" in auth:
+            c.check("jwks_url" in auth, "auth.jwks_refresh written without auth.jwks_url")
+        if "peers_claim" in auth:
+            c.check(isinstance(auth["peers_claim"], str) and auth["peers_claim"],
+                    f"auth.peers_claim {auth['peers_claim']!r} is not a claim name")
+        if "require_peers_claim" in auth:
+            c.check(isinstance(auth["require_peers_claim"], bool), "auth.require_peers_claim is not a boolean")
+    config = config or {}
+
+    # Every SIGNAL_MANAGER_* variable sets a key the node knows (a misspelt
+    # one is only a warning at start-up, so the setting would be lost).
+    env_keys = {}
+    for name in env:
+        if name.startswith(ENV_PREFIX):
+            section, key = env_key(name)
+            if c.check(key in CONFIG_KEYS.get(section, set()), f"environment variable {name} sets no known key"):
+                env_keys[(section, key)] = env[name]
+    for (section, key), e in env_keys.items():
+        if (section, key) in SECRET_KEYS:
+            c.check("secretKeyRef" in e.get("valueFrom", {}), f"{e['name']} does not come from a Secret")
+
+    def configured(section, key):
+        return key in config.get(section, {}) or (section, key) in env_keys
+
+    # Exactly one way to verify tokens: two stop the node, none on 0.0.0.0 too.
+    sources = [k for k in AUTH_SOURCES if configured("auth", k)]
+    c.check(len(sources) == 1, f"tokens are verified with {sources or 'nothing'}; exactly one of "
+                               f"{', '.join(AUTH_SOURCES)} is needed")
+    # ICE servers: TURN URLs need the shared secret, which is useless without them.
+    turn = config.get("turn", {})
+    for key, schemes in (("urls", ("turn:", "turns:")), ("stun_urls", ("stun:", "stuns:"))):
+        value = turn.get(key, [])
+        c.check(isinstance(value, list) and all(isinstance(u, str) and u.startswith(schemes) for u in value),
+                f"turn.{key} {value!r} is not a list of {'/'.join(schemes)} URLs")
+    if "ttl" in turn:
+        c.check(isinstance(turn["ttl"], int) and turn["ttl"] > 0, f"turn.ttl {turn['ttl']!r} is not a positive integer")
+    c.check(bool(turn.get("urls")) == configured("turn", "secret"),
+            f"turn.urls {turn.get('urls')!r} without the TURN secret, or the secret without URLs")
+    if args.turn:
+        c.check(turn.get("urls") and configured("turn", "secret"), "no TURN URLs with a secret reach the node")
+        if args.turn != "chart":
+            ref = env.get("SIGNAL_MANAGER_TURN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.turn, f"TURN secret comes from {ref.get('name')}, not {args.turn}")
+    # Redis: the mode's requirements, from the rendered file and environment.
+    cluster = config.get("cluster", {})
+    mode = cluster.get("redis_mode", "standalone")
+    c.check(mode in ("standalone", "sentinel", "cluster"), f"cluster.redis_mode {mode!r}")
+    if mode != "standalone":
+        c.check(configured("cluster", "redis_url"), f"redis_mode {mode} without cluster.redis_url")
+    if mode == "sentinel":
+        master = cluster.get("redis_sentinel_master")
+        c.check(isinstance(master, str) and master, "sentinel mode without cluster.redis_sentinel_master")
+    else:
+        for key in ("redis_sentinel_master", "redis_sentinel_password"):
+            c.check(not configured("cluster", key), f"cluster.{key} set in {mode} mode")
+    c.check(configured("cluster", "redis_tls_cert_path") == configured("cluster", "redis_tls_key_path"),
+            "a Redis client certificate without its key, or a key without its certificate")
+    if "redis_tls_insecure" in cluster:
+        c.check(isinstance(cluster["redis_tls_insecure"], bool), "cluster.redis_tls_insecure is not a boolean")
+    if args.redis_mode:
+        c.check(mode == args.redis_mode, f"redis mode is {mode}, expected {args.redis_mode}")
+        c.check(configured("cluster", "redis_url"), "no Redis URL reaches the node")
+    if args.redis_tls:
+        want = {"ca": {"redis_tls_ca_path"},
+                "mtls": {"redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path"},
+                "insecure": {"redis_tls_insecure"}}[args.redis_tls]
+        have = {k for k in ("redis_tls_ca_path", "redis_tls_cert_path", "redis_tls_key_path",
+                            "redis_tls_insecure") if cluster.get(k)}
+        c.check(have == want, f"Redis TLS settings are {sorted(have)}, expected {sorted(want)}")
+    if args.sentinel_password:
+        c.check(configured("cluster", "redis_sentinel_password"), "no Sentinel password reaches the node")
+        if args.sentinel_password != "chart":
+            ref = env.get("SIGNAL_MANAGER_CLUSTER_REDIS_SENTINEL_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.sentinel_password,
+                    f"Sentinel password comes from {ref.get('name')}, not {args.sentinel_password}")
+    if args.admin_api:
+        c.check(configured("admin", "api_token"), "no admin API token reaches the node")
+        if args.admin_api != "chart":
+            ref = env.get("SIGNAL_MANAGER_ADMIN_API_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            c.check(ref.get("name") == args.admin_api,
+                    f"admin API token comes from {ref.get('name')}, not {args.admin_api}")
+    if args.jwks:
+        c.check(config.get("auth", {}).get("jwks_url") == args.jwks,
+                f"auth.jwks_url is {config.get('auth', {}).get('jwks_url')!r}, expected {args.jwks}")
 
     # Draining: grace period above preStop sleep + drain timeout.
     drain = (config or {}).get("server", {}).get("drain_timeout", DEFAULT_DRAIN_TIMEOUT)
     grace = spec.get("terminationGracePeriodSeconds", 30)
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     sleep = 0
+    c.check(bool(pre_stop) != args.no_pre_stop,
+            "no preStop hook: SIGTERM would arrive while the pod still gets new clients" if not pre_stop
+            else "a preStop hook although preStopSleepSeconds is 0")
     if pre_stop:
         c.check(pre_stop[0] == "/bin/sleep" and len(pre_stop) == 2, f"preStop is {pre_stop}")
         sleep = int(pre_stop[-1])
@@ -217,29 +386,46 @@ def cmd_helm(args):
     node_id = env.get("SIGNAL_MANAGER_CLUSTER_NODE_ID", {})
     c.check(node_id.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
             "SIGNAL_MANAGER_CLUSTER_NODE_ID is not the pod name")
-    c.check("SIGNAL_MANAGER_AUTH_TOKEN_SECRET" in env or "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env,
-            "neither a token secret nor a public key reaches the node")
-    for secret_env in ("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", "SIGNAL_MANAGER_CLUSTER_REDIS_URL"):
-        if secret_env in env:
-            c.check("secretKeyRef" in env[secret_env].get("valueFrom", {}),
-                    f"{secret_env} does not come from a Secret")
-    if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
-        path = env["SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH"].get("value", "")
-        c.check(any(path.startswith(m.rstrip("/") + "/") for m in mounts),
-                f"public key path {path} is not under a mounted volume")
+    # Every file the node is pointed at (public key, Redis CA, client
+    # certificate and key) is in a read-only mounted volume that has it.
+    paths = {f"{section}.{key}": value for section, keys in config.items() if isinstance(keys, dict)
+             for key, value in keys.items() if key.endswith("_path")}
+    paths.update({f"{s_}.{k}": e.get("value", "") for (s_, k), e in env_keys.items() if k.endswith("_path")})
+    for key, path in paths.items():
+        c.check(file_in_volume(path, container, volumes), f"{key} {path} is not a file of a read-only mounted volume")
     annotations = pod["metadata"].get("annotations", {})
     for a in ("checksum/config", "checksum/secret"):
         c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get(a, ""))), f"pod annotation {a} missing")
 
-    # Security contexts.
+    # Security contexts: the image's user, nothing writable but emptyDirs.
     psc = spec.get("securityContext", {})
     csc = container.get("securityContext", {})
-    c.check(psc.get("runAsNonRoot") is True or csc.get("runAsNonRoot") is True, "runAsNonRoot not set")
+
+    def effective(key):
+        return csc.get(key, psc.get(key))
+
+    c.check(effective("runAsNonRoot") is True, "runAsNonRoot not set")
+    c.check(effective("runAsUser") == image["uid"], f"runAsUser {effective('runAsUser')}, the image's user is {image['uid']}")
+    c.check(effective("runAsGroup") == image["gid"], f"runAsGroup {effective('runAsGroup')}, the image's group is {image['gid']}")
+    c.check(psc.get("fsGroup") == image["gid"], f"fsGroup {psc.get('fsGroup')}: mounted secrets (mode 0440) "
+                                                f"would not be readable by group {image['gid']}")
     c.check(csc.get("readOnlyRootFilesystem") is True, "root filesystem is writable")
     c.check(csc.get("allowPrivilegeEscalation") is False, "privilege escalation allowed")
+    c.check(csc.get("privileged") is not True, "container is privileged")
     c.check("ALL" in csc.get("capabilities", {}).get("drop", []), "capabilities not dropped")
+    c.check(not csc.get("capabilities", {}).get("add"), f"capabilities added: {csc.get('capabilities', {}).get('add')}")
     seccomp = csc.get("seccompProfile") or psc.get("seccompProfile") or {}
     c.check(seccomp.get("type") == "RuntimeDefault", "seccomp profile is not RuntimeDefault")
+    c.check(spec.get("automountServiceAccountToken") is False, "a service account token is mounted")
+    for m in container.get("volumeMounts", []):
+        source = volumes.get(m["name"], {})
+        if m.get("readOnly"):
+            continue
+        c.check("emptyDir" in source, f"{m['mountPath']} is writable but not an emptyDir")
+        c.check("secret" not in source and "configMap" not in source,
+                f"{m['mountPath']} mounts a Secret or ConfigMap writable")
+    c.check(any(m["mountPath"] == "/tmp" and "emptyDir" in volumes.get(m["name"], {})
+                for m in container.get("volumeMounts", [])), "/tmp is not a writable emptyDir")
 
     # Spread over hosts and zones.
     keys = {t["topologyKey"]: t for t in spec.get("topologySpreadConstraints", [])}
@@ -303,8 +489,15 @@ def cmd_helm(args):
     # NetworkPolicy covers the nodes.
     nps = by_kind(docs, "NetworkPolicy")
     if nps:
-        c.check(any(subset(n["spec"]["podSelector"]["matchLabels"], pod_labels) for n in nps),
-                "no NetworkPolicy selects the nodes")
+        mine = [n for n in nps if subset(n["spec"]["podSelector"]["matchLabels"], pod_labels)]
+        c.check(mine, "no NetworkPolicy selects the nodes")
+        # The admin port (metrics, and the /v1/clients API with a token) is
+        # open to named peers only, never to everyone.
+        admin_rules = [r for n in mine for r in n["spec"].get("ingress", [])
+                       if any(p.get("port") in ("admin", 9090) for p in r.get("ports", []))]
+        c.check(admin_rules, "no NetworkPolicy rule for the admin port")
+        for r in admin_rules:
+            c.check(r.get("from"), "the admin port is open to every source")
 
     # Secrets.
     secrets = by_kind(docs, "Secret")
@@ -322,12 +515,21 @@ def cmd_helm(args):
             c.check(not keys_ & {"token-secret", "public-key"},
                     f"Secret {s['metadata']['name']} holds auth material although existingSecret is set")
         ref = env.get("SIGNAL_MANAGER_AUTH_TOKEN_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if "SIGNAL_MANAGER_AUTH_PUBLIC_KEY_PATH" in env:
+            ref = {"name": secret_volumes.get("public-key", {}).get("secretName")}
         c.check(ref.get("name") == args.existing_secret,
-                f"token secret comes from {ref.get('name')}, not {args.existing_secret}")
-    else:
+                f"token secret or public key comes from {ref.get('name')}, not {args.existing_secret}")
+    elif not args.jwks:
         own = [s for s in secrets if "token-secret" in (s.get("data") or {})
                or "public-key" in (s.get("data") or {})]
         c.check(own, "no Secret holds the token secret or public key")
+    # Every secretKeyRef to the chart's own Secret names a key it holds.
+    own_keys = {s["metadata"]["name"]: set(s.get("data") or {}) for s in secrets}
+    for e in env.values():
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref.get("name") in own_keys:
+            c.check(ref.get("key") in own_keys[ref["name"]],
+                    f"{e['name']} reads key {ref.get('key')} that Secret {ref['name']} does not hold")
 
     return c.finish("helm")
 
@@ -443,6 +645,20 @@ def main():
     p.add_argument("--existing-secret")
     p.add_argument("--no-secret", action="store_true")
     p.add_argument("--expect-kind", action="append", default=[])
+    p.add_argument("--image-config", metavar="TOML", help="the image's config.toml (deploy/docker/config.toml)")
+    p.add_argument("--dockerfile", metavar="FILE", help="the image's Dockerfile")
+    p.add_argument("--no-pre-stop", action="store_true", help="the values turn the preStop hook off")
+    p.add_argument("--jwks", metavar="URL", help="tokens are verified with this JWK Set")
+    p.add_argument("--redis-mode", choices=("standalone", "sentinel", "cluster"),
+                   help="the node uses Redis in this mode")
+    p.add_argument("--redis-tls", choices=("ca", "mtls", "insecure"),
+                   help="Redis TLS: a CA file, CA plus client certificate and key, or insecure")
+    p.add_argument("--sentinel-password", metavar="SECRET", help="the Sentinel password reaches the node, "
+                                                             "from Secret SECRET (\"chart\": the chart's own)")
+    p.add_argument("--admin-api", metavar="SECRET", help="the admin API token reaches the node, from "
+                                                       "Secret SECRET (\"chart\": the chart's own)")
+    p.add_argument("--turn", metavar="SECRET", help="TURN URLs and secret reach the node, the secret "
+                                                  "from Secret SECRET (\"chart\": the chart's own)")
     p.set_defaults(func=cmd_helm)
     p = sub.add_parser("compose")
     p.add_argument("config")

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a container engine or a cluster:
 #
-#   - Helm chart: `helm lint --strict` (defaults and every option on), the
-#     values schema rejecting mistakes, `helm template` for several value sets
-#     validated with kubernetes-validate --strict against Kubernetes 1.28.0 and
-#     the newest bundled version, plus assertions on the rendered manifests
-#     (scripts/check_rendered.py).
+#   - Helm chart: `helm lint --strict` (defaults, every option on, and each
+#     ci/*-values.yaml), the values schema and the templates rejecting
+#     mistakes, `helm template` for several value sets (each Redis mode, TLS,
+#     TURN, JWK Set, admin API, existing Secrets) validated with
+#     kubernetes-validate --strict against Kubernetes 1.28.0 and the newest
+#     bundled version, plus assertions on the rendered manifests
+#     (scripts/check_rendered.py: config keys, secrets, probes, drain timing,
+#     security context against the image), and proof that those assertions
+#     catch a few broken renders.
 #   - docker-compose.yml: `docker-compose config -q`, with and without the
 #     monitoring profile, plus assertions on the resolved configuration.
 #   - HAProxy configuration: `haproxy -c`.
@@ -154,6 +158,13 @@ NEWEST_K8S=$(newest_k8s 2>/dev/null || echo "$KV_VERSION")
 check "helm lint --strict (defaults)" "$HELM" lint --strict "$CHART"
 check "helm lint --strict (every option on)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/all-features-values.yaml"
 check "helm lint --strict (existing secrets)" "$HELM" lint --strict "$CHART" -f "$CHART/ci/existing-secret-values.yaml"
+# Every other ci/*-values.yaml file (one per feature) lints on its own.
+for values in "$CHART"/ci/*-values.yaml; do
+  case "$(basename "$values")" in
+    all-features-values.yaml | existing-secret-values.yaml) ;;
+    *) check "helm lint --strict ($(basename "$values"))" "$HELM" lint --strict "$CHART" -f "$values" ;;
+  esac
+done
 
 # validate_k8s FILE VERSION: kubernetes-validate --strict; any WARN or ERROR
 # line fails, and every resource of FILE must have passed.
@@ -195,19 +206,69 @@ render_case() {
     check "kubernetes-validate $NEWEST_K8S ($name)" validate_k8s "$out.builtin" "$NEWEST_K8S"
   fi
   # shellcheck disable=SC2086
-  check "rendered manifests ($name)" check_rendered helm "$out" $check_args
+  check "rendered manifests ($name)" check_rendered helm "$out" \
+    --image-config deploy/docker/config.toml --dockerfile Dockerfile $check_args
 }
 
 render_case defaults "" "--replicas 3 --expect-kind PodDisruptionBudget --expect-kind ServiceAccount"
 render_case all-features "-f $CHART/ci/all-features-values.yaml" \
-  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy"
+  "--hpa --expect-kind HorizontalPodAutoscaler --expect-kind PodDisruptionBudget --expect-kind ServiceMonitor --expect-kind Ingress --expect-kind NetworkPolicy --turn chart --admin-api chart"
 render_case existing-secret "-f $CHART/ci/existing-secret-values.yaml" \
-  "--replicas 3 --existing-secret sm-auth --no-secret"
+  "--replicas 3 --existing-secret sm-auth --no-secret --turn sm-turn --admin-api sm-admin"
 render_case existing-secret-redis-url \
   "-f $CHART/ci/existing-secret-values.yaml --set redis.existingSecret= --set redis.url=redis://:pw@redis:6379" \
   "--replicas 3 --existing-secret sm-auth"
+render_case existing-secret-public-key \
+  "-f $CHART/ci/existing-secret-values.yaml --set existingSecretKeys.tokenSecret= --set existingSecretKeys.publicKey=public-key" \
+  "--replicas 3 --existing-secret sm-auth --no-secret"
+render_case public-key "-f $CHART/ci/public-key-values.yaml" "--replicas 3"
+render_case jwks "-f $CHART/ci/jwks-values.yaml" \
+  "--replicas 3 --jwks https://example-tenant.auth0.com/.well-known/jwks.json"
+render_case turn-admin "-f $CHART/ci/turn-admin-values.yaml" \
+  "--replicas 3 --turn chart --admin-api chart --expect-kind NetworkPolicy"
+render_case redis-standalone-tls "-f $CHART/ci/redis-tls-values.yaml" \
+  "--replicas 3 --redis-mode standalone --redis-tls ca"
+render_case redis-sentinel "-f $CHART/ci/redis-sentinel-values.yaml" \
+  "--replicas 3 --redis-mode sentinel --sentinel-password chart"
+render_case redis-sentinel-existing-secrets \
+  "-f $CHART/ci/redis-sentinel-values.yaml --set redis.url= --set redis.existingSecret=sm-redis --set redis.sentinel.password= --set redis.sentinel.existingSecret=sm-sentinel --set redis.tls.enabled=true --set redis.tls.insecure=true" \
+  "--replicas 3 --redis-mode sentinel --sentinel-password sm-sentinel --redis-tls insecure"
+render_case redis-cluster-mtls "-f $CHART/ci/redis-cluster-values.yaml" \
+  "--replicas 3 --redis-mode cluster --redis-tls mtls"
 render_case replicas-10 "-f $CHART/ci/scale-values.yaml --set autoscaling.enabled=false" "--replicas 10"
 render_case replicas-10-hpa "-f $CHART/ci/scale-values.yaml" "--hpa --expect-kind HorizontalPodAutoscaler"
+
+render_case no-pre-stop "--set lifecycle.preStopSleepSeconds=0" "--replicas 3 --no-pre-stop"
+render_case long-drain "--set server.drainTimeout=120 --set lifecycle.preStopSleepSeconds=15" "--replicas 3"
+
+# catches EXPECTED HELM_ARGS...: the chart renders, and check_rendered.py
+# refuses the result with EXPECTED (so its assertions are known to bite).
+catches() {
+  local expected=$1 out="$WORK/catches.yaml" report
+  shift
+  render_to "$out" "$@"
+  if report=$(check_rendered helm "$out" --image-config deploy/docker/config.toml --dockerfile Dockerfile 2>&1); then
+    echo "check_rendered.py accepted: $*"
+    return 1
+  fi
+  grep -qF -- "$expected" <<<"$report" || {
+    echo "refused, but without \"$expected\":"
+    echo "$report"
+    return 1
+  }
+}
+check "assertions catch a writable root filesystem" \
+  catches "root filesystem is writable" --set securityContext.readOnlyRootFilesystem=false
+check "assertions catch a user other than the image's" \
+  catches "the image's user is 10001" --set securityContext.runAsUser=1000
+check "assertions catch privilege escalation" \
+  catches "privilege escalation allowed" --set securityContext.allowPrivilegeEscalation=true
+check "assertions catch a misspelt environment variable" \
+  catches "SIGNAL_MANAGER_TURN_SECRT sets no known key" --set 'extraEnv[0].name=SIGNAL_MANAGER_TURN_SECRT' --set 'extraEnv[0].value=x'
+check "assertions catch two ways to verify tokens" \
+  catches "exactly one of token_secret" --set 'extraEnv[0].name=SIGNAL_MANAGER_AUTH_JWKS_URL' --set 'extraEnv[0].value=https://idp/jwks.json'
+check "assertions catch a missing preStop hook" \
+  catches "no preStop hook" --set lifecycle.preStopSleepSeconds=0
 
 # The ServiceMonitor (a custom resource) is checked by rendering it.
 servicemonitor_rendered() {
@@ -238,8 +299,74 @@ check "rejects a grace period shorter than preStop + drain" \
   rejects "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=15
 check "rejects existingSecret together with auth.tokenSecret" \
   rejects "existingSecret" --set existingSecret=x --set auth.tokenSecret=y
+check "rejects a token secret together with a public key" \
+  rejects "the values set auth.tokenSecret and auth.publicKey" --set auth.tokenSecret=x --set auth.publicKey=y
+check "rejects a token secret together with a JWK Set" \
+  rejects "the values set auth.tokenSecret and auth.jwksUrl" --set auth.tokenSecret=x --set auth.jwksUrl=https://idp/jwks.json
+check "rejects existingSecret's token key together with a JWK Set" \
+  rejects "the values set existingSecretKeys.tokenSecret and auth.jwksUrl" --set existingSecret=x --set auth.jwksUrl=https://idp/jwks.json
+check "rejects both keys of existingSecret" \
+  rejects "existingSecretKeys.tokenSecret and existingSecretKeys.publicKey" --set existingSecret=x --set existingSecretKeys.publicKey=public-key
+check "schema rejects a JWK Set URL that is not http(s)" rejects "/auth/jwksUrl" --set auth.jwksUrl=idp.example.com/jwks.json
+check "rejects TURN URLs without a secret" \
+  rejects "turn.urls needs the TURN server's shared secret" --set 'turn.urls={turn:turn.example.com:3478}'
+check "rejects a TURN secret without TURN URLs" rejects "turn.urls is empty" --set turn.secret=x
+check "rejects turn.existingSecret together with turn.secret" \
+  rejects "turn.existingSecret is set" --set 'turn.urls={turn:t:3478}' --set turn.secret=x --set turn.existingSecret=y
+check "schema rejects a STUN URL among the TURN URLs" rejects "/turn/urls/0" --set 'turn.urls={stun:t:3478}' --set turn.secret=x
+check "rejects admin.existingSecret together with admin.apiToken" \
+  rejects "admin.existingSecret is set" --set admin.apiToken=x --set admin.existingSecret=y
 check "rejects two Redis sources" \
   rejects "only one of redis.url" --set redis.url=redis://r:6379 --set redis.internal.enabled=true
+check "schema rejects an unknown Redis mode" rejects "/redis/mode" --set redis.mode=replica --set redis.url=redis://r:6379
+check "schema rejects a Redis URL list with a bare host" \
+  rejects "/redis/url" --set redis.mode=cluster --set 'redis.url=redis://a:6379\,b:6379'
+check "rejects sentinel mode without a master name" \
+  rejects "needs redis.sentinel.masterName" --set redis.mode=sentinel --set redis.url=redis://s:26379
+check "rejects sentinel or cluster mode without Redis addresses" \
+  rejects "redis.mode cluster needs the addresses" --set redis.mode=cluster
+check "rejects the internal Redis outside standalone mode" \
+  rejects "cannot serve redis.mode sentinel" --set redis.mode=sentinel --set redis.internal.enabled=true --set redis.sentinel.masterName=m
+check "rejects several Redis URLs in standalone mode" \
+  rejects "that needs redis.mode sentinel" --set 'redis.url=redis://a:6379\,redis://b:6379'
+check "rejects Sentinel settings outside sentinel mode" \
+  rejects "redis.sentinel.* is for redis.mode sentinel" --set redis.url=redis://r:6379 --set redis.sentinel.masterName=m
+check "rejects redis.sentinel.existingSecret together with its password" \
+  rejects "redis.sentinel.existingSecret is set" -f "$CHART/ci/redis-sentinel-values.yaml" --set redis.sentinel.existingSecret=x
+check "rejects Redis TLS files without redis.tls.enabled" \
+  rejects "need redis.tls.enabled" --set redis.url=rediss://r:6379 --set redis.tls.existingSecret=x
+check "rejects redis.tls.enabled with a redis:// URL" \
+  rejects "must start with rediss://" --set redis.url=redis://r:6379 --set redis.tls.enabled=true
+check "rejects TLS to the internal Redis" \
+  rejects "the internal Redis pod speaks no TLS" --set redis.internal.enabled=true --set redis.tls.enabled=true
+check "rejects a client certificate without a Secret" \
+  rejects "redis.tls.clientCert needs redis.tls.existingSecret" --set redis.url=rediss://r:6379 --set redis.tls.enabled=true --set redis.tls.clientCert=true
+check "rejects a CA together with insecure TLS" \
+  rejects "would not be used" -f "$CHART/ci/redis-tls-values.yaml" --set redis.tls.insecure=true
+
+# Every leaf of values.yaml has a row in the chart README's values table
+# (a row "prefix.*" covers a group; free-form maps count as one value).
+readme_documents_values() {
+  "$PY" - "$CHART" <<'EOF'
+import re, sys, yaml
+chart = sys.argv[1]
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+rows = set(re.findall(r"^\| `([^`]+)`", open(f"{chart}/README.md").read(), re.M))
+free_form = {"podSecurityContext", "securityContext", "resources", "redis.internal.resources"}
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict) and v and key not in free_form:
+            yield from leaves(v, key + ".")
+        else:
+            yield key
+missing = [k for k in leaves(values) if k not in rows
+           and not any(".".join(k.split(".")[:i]) + ".*" in rows for i in range(1, k.count(".") + 1))]
+if missing:
+    sys.exit("README.md lacks rows for: " + ", ".join(missing))
+EOF
+}
+check "chart README documents every value" readme_documents_values
 
 chart_versions_match() {
   local crate chart app

@@ -1,11 +1,10 @@
 //! The composition root: chooses the backends once from the settings, builds
 //! the node, runs the listeners, and drains on shutdown.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::bus::{Bus, BusError, MemoryBus};
@@ -172,8 +171,8 @@ pub async fn build_node_with(
 }
 
 /// Runs a node until `shutdown` fires, then drains: readiness 503, no new
-/// sockets, DISCONNECT SERVER_SHUTDOWN to every session, wait for them up to
-/// `server.drain_timeout`, remove the node's records.
+/// sockets, DISCONNECT SERVER_SHUTDOWN to every session, wait for every
+/// connection task up to `server.drain_timeout`, remove the node's records.
 pub async fn run_node(
     node: Arc<Node>,
     listeners: Listeners,
@@ -182,23 +181,36 @@ pub async fn run_node(
     let background = node.start().await?;
     let admin = tokio::spawn(serve_admin(listeners.admin, Arc::clone(&node)));
     tracing::info!(
-        node_id = %node.id,
+        node_id = %node.id(),
         websocket = %listeners.websocket.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "node started"
     );
+    let connections = TaskTracker::new();
     let mut wait = shutdown.clone();
     let accept = tokio::spawn(serve_websockets(
         listeners.websocket,
         Arc::clone(&node),
         shutdown,
+        connections.clone(),
     ));
     wait.wait().await;
     node.start_draining();
-    tracing::info!(sessions = node.hub.len(), "draining");
     let _ = accept.await;
-    let deadline = tokio::time::Instant::now() + node.settings.server.drain_timeout();
-    while node.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    tracing::info!(
+        sessions = node.session_count(),
+        connections = connections.len(),
+        "draining"
+    );
+    connections.close();
+    let drain = node.settings().server.drain_timeout();
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "drain deadline passed with connections still open"
+        );
     }
     node.leave_cluster().await;
     drop(background);

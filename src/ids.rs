@@ -54,6 +54,12 @@ impl NodeId {
         NodeId(Arc::from(id))
     }
 
+    /// Validates an id that arrived from outside (an envelope, a presence
+    /// record): the same alphabet and length as a client id.
+    pub fn parse(id: &str) -> Option<NodeId> {
+        is_valid_client_id(id).then(|| NodeId::new(id))
+    }
+
     /// `hostname-xxxxxx`: the default when `cluster.node_id` is unset.
     pub fn generate() -> NodeId {
         let host = gethostname::gethostname();

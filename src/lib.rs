@@ -1,33 +1,74 @@
 //! Signal Manager: a horizontally scalable WebRTC signaling service.
 //!
+//! The wire protocol lives in its own crate and is re-exported here, so a
+//! message is built as the README shows:
+//!
+//! ```
+//! use signal_manager_service::protocol::{
+//!     ConnectPayload, Message, MessageType, Payload, SignalPayload,
+//! };
+//!
+//! let connect = Message::new(
+//!     MessageType::Connect,
+//!     Payload::Connect(ConnectPayload {
+//!         client_id: "alice".into(),
+//!         auth_token: "…".into(),
+//!         ..Default::default()
+//!     }),
+//! );
+//! let offer = Message::new(
+//!     MessageType::SignalOffer,
+//!     Payload::SignalOffer(SignalPayload {
+//!         target_client_id: "bob".into(),
+//!         signal_data: "v=0 …".into(),
+//!     }),
+//! );
+//! assert_ne!(connect.message_id, offer.message_id);
+//! ```
+//!
 //! # Layout
 //!
-//! - [`protocol`]: the wire format (frames, codecs, error vocabulary); pure.
+//! Public (used by the binary, the integration tests and embedders):
+//! - [`protocol`]: the wire format (the `signal-manager-protocol` crate).
 //! - [`config`]: typed settings and their sources.
-//! - [`auth`]: JWT verification and development tokens.
-//! - [`ids`]: `ClientId`, `NodeId`, `SessionId`.
+//! - [`app`]: the composition root: builds a node from settings and runs it
+//!   until shutdown; [`Node`] is the handle it returns.
 //! - [`presence`] and [`bus`]: the two cluster seams, each with a memory and
 //!   a Redis implementation chosen once in [`app`].
 //! - [`redis_conn`]: Redis connections in each `cluster.redis_mode`
 //!   (standalone, Sentinel, Redis Cluster), TLS and ACL users.
-//! - [`node`]: local sessions, routing, inbound envelopes, upkeep.
-//! - [`server`]: the WebSocket listener, the session task, the admin HTTP.
-//! - [`metrics`], [`telemetry`]: Prometheus metrics, logging and tracing.
-//! - [`app`]: the composition root: builds a node from settings and runs it
-//!   until shutdown.
+//! - [`auth`]: JWT verification and token minting; [`ids`]: `ClientId`,
+//!   `NodeId`, `SessionId`; [`shutdown`]: the drain signal; [`metrics`]: the
+//!   Prometheus registry; [`cli`]: the binary's command line.
+//!
+//! Private: `node` (local sessions, routing, inbound envelopes, upkeep),
+//! `server` (the WebSocket listener, the session task, the admin HTTP),
+//! `telemetry` (logging and tracing), `redis_names` (every Redis key and
+//! channel name).
 
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod metrics;
-pub mod node;
+mod node;
 pub mod presence;
 pub mod redis_conn;
-pub mod server;
+mod redis_names;
+mod server;
 pub mod shutdown;
-pub mod telemetry;
+mod telemetry;
 
 /// The wire protocol (the `signal-manager-protocol` crate).
 pub use signal_manager_protocol as protocol;
+
+pub use node::Node;
+
+/// Node internals for the criterion benches only; not a stable API.
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::node::bench::*;
+}

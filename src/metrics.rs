@@ -55,6 +55,7 @@ pub struct Metrics {
     /// Signals received from another node.
     pub cross_node_received: Counter,
     publish_failures: Family<Labels, Counter>,
+    envelopes_refused: Family<Labels, Counter>,
     /// Round trip of the pub/sub probe through the backend.
     pub probe_rtt: Histogram,
     /// Presence records refreshed.
@@ -105,6 +106,7 @@ impl Metrics {
             cross_node_sent: Counter::default(),
             cross_node_received: Counter::default(),
             publish_failures: Family::default(),
+            envelopes_refused: Family::default(),
             probe_rtt: Histogram::new(latency_buckets()),
             presence_refreshes: Counter::default(),
             presence_reregistrations: Counter::default(),
@@ -211,6 +213,11 @@ impl Metrics {
             "publish_failures",
             "Bus publishes that reached no node, by reason",
             m.publish_failures.clone(),
+        );
+        r.register(
+            "envelopes_refused",
+            "Envelopes from the bus refused, by reason (malformed, invalid_id, forward_limit)",
+            m.envelopes_refused.clone(),
         );
         r.register(
             "pubsub_probe_rtt_seconds",
@@ -320,6 +327,13 @@ impl Metrics {
     /// Counts a publish that reached nobody or failed.
     pub fn publish_failed(&self, reason: &'static str) {
         self.publish_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Counts an envelope from the bus that was refused.
+    pub fn envelope_refused(&self, reason: &'static str) {
+        self.envelopes_refused
             .get_or_create(&[("reason", reason)])
             .inc();
     }

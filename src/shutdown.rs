@@ -29,11 +29,6 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|draining| *draining).await;
     }
-
-    /// Whether the drain has started.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

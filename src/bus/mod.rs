@@ -38,12 +38,33 @@ pub trait EnvelopeSink: Send + Sync + 'static {
 /// Called once with the outcome of a publish.
 pub type PublishDone = Box<dyn FnOnce(Result<usize, BusError>) + Send>;
 
-/// A bus failure.
+/// A bus failure. Cloneable (one failed pipeline answers every publish in
+/// it), so the backend's error is shared.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
-    /// The backend did not answer or refused the command.
-    #[error("message bus unavailable: {0}")]
-    Unavailable(String),
+    /// The backend refused or failed the publish.
+    #[error("message bus: publish failed")]
+    Command(#[source] Arc<::redis::RedisError>),
+    /// The backend did not answer in time.
+    #[error("message bus: publish timed out")]
+    Timeout,
+    /// No connection to the backend (it is being re-established).
+    #[error("message bus: not connected")]
+    NotConnected,
+    /// The node's publish queue is full or its publisher stopped.
+    #[error("message bus: publish queue full")]
+    QueueFull,
+    /// The pipeline answered a different number of replies than it held.
+    #[error("message bus: pipeline answered {got} replies for {sent} publishes")]
+    ReplyCount {
+        /// Publishes sent.
+        sent: usize,
+        /// Replies received.
+        got: usize,
+    },
+    /// The backend could not be set up from its URL.
+    #[error("message bus cannot be set up")]
+    Setup(#[source] Arc<::redis::RedisError>),
 }
 
 /// The message bus seam; see the module docs for the contract.

@@ -9,17 +9,20 @@
 //! PUBLISH. PUBLISH's receiver count comes back to the caller.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
-use crate::redis_conn::{Connector, TlsOptions};
+use crate::redis_conn::Connector;
+use crate::redis_names::RedisNames;
+use crate::telemetry::ErrorChain;
 
 /// Publishes waiting for the publisher task before new ones are refused.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -37,7 +40,7 @@ struct PublishRequest {
 /// The Redis message bus.
 pub struct RedisBus {
     client: Connector,
-    prefix: Arc<str>,
+    names: RedisNames,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
 }
@@ -45,9 +48,12 @@ pub struct RedisBus {
 impl RedisBus {
     /// A bus on `url`; starts the publisher task (call inside a runtime).
     pub fn new(url: &str, prefix: &str, metrics: Arc<Metrics>) -> Result<RedisBus, BusError> {
-        let client = Connector::standalone(url, &TlsOptions::default())
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Self::with_connector(client, prefix, metrics))
+        let client = redis::Client::open(url).map_err(|e| BusError::Setup(Arc::new(e)))?;
+        Ok(Self::with_connector(
+            Connector::direct(client),
+            prefix,
+            metrics,
+        ))
     }
 
     /// A bus whose connections come from `client` (standalone or Sentinel).
@@ -56,14 +62,14 @@ impl RedisBus {
         tokio::spawn(run_publisher(client.clone(), rx, metrics));
         RedisBus {
             client,
-            prefix: Arc::from(prefix),
+            names: RedisNames::new(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
         }
     }
 
     fn channel(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}", self.prefix)
+        self.names.node_channel(node.as_str())
     }
 }
 
@@ -79,7 +85,7 @@ impl MessageBus for RedisBus {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
             if let Some(done) = request.done {
-                done(Err(BusError::Unavailable("publish queue full".into())));
+                done(Err(BusError::QueueFull));
             }
         }
     }
@@ -130,7 +136,7 @@ async fn run_publisher(
             }
         }
         let result = match connection.as_mut() {
-            None => Err("not connected".to_owned()),
+            None => Err(BusError::NotConnected),
             Some(conn) => {
                 let mut pipe = redis::pipe();
                 for r in &batch {
@@ -143,9 +149,12 @@ async fn run_publisher(
                 metrics.redis_command("PUBLISH", started.elapsed().as_secs_f64());
                 match outcome {
                     Ok(Ok(counts)) if counts.len() == batch.len() => Ok(counts),
-                    Ok(Ok(_)) => Err("pipeline answered a different number of replies".to_owned()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("publish timed out".to_owned()),
+                    Ok(Ok(counts)) => Err(BusError::ReplyCount {
+                        sent: batch.len(),
+                        got: counts.len(),
+                    }),
+                    Ok(Err(e)) => Err(BusError::Command(Arc::new(e))),
+                    Err(_) => Err(BusError::Timeout),
                 }
             }
         };
@@ -157,11 +166,14 @@ async fn run_publisher(
                     }
                 }
             }
-            Err(reason) => {
+            Err(error) => {
+                if connection.is_some() {
+                    tracing::warn!(error = %ErrorChain(&error), "publish failed; reconnecting");
+                }
                 connection = None;
                 for request in batch.drain(..) {
                     if let Some(done) = request.done {
-                        done(Err(BusError::Unavailable(reason.clone())));
+                        done(Err(error.clone()));
                     }
                 }
             }

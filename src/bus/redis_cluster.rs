@@ -14,18 +14,20 @@
 //! rebuilt from scratch when the node's probes stop coming back.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use redis::cluster::ClusterClient;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::redis_conn::{cluster_client, LazyCluster, RedisSetupError, TlsOptions};
+use crate::redis_names::RedisNames;
 
 /// Publishes waiting for the publisher task before new ones are refused.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -44,7 +46,7 @@ struct PublishRequest {
 pub struct RedisClusterBus {
     urls: Vec<String>,
     tls: TlsOptions,
-    prefix: Arc<str>,
+    names: RedisNames,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
 }
@@ -64,14 +66,14 @@ impl RedisClusterBus {
         Ok(RedisClusterBus {
             urls: urls.to_vec(),
             tls: tls.clone(),
-            prefix: Arc::from(prefix),
+            names: RedisNames::new(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
         })
     }
 
     fn channel(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}", self.prefix)
+        self.names.node_channel(node.as_str())
     }
 }
 
@@ -87,7 +89,7 @@ impl MessageBus for RedisClusterBus {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
             if let Some(done) = request.done {
-                done(Err(BusError::Unavailable("publish queue full".into())));
+                done(Err(BusError::QueueFull));
             }
         }
     }
@@ -104,8 +106,11 @@ impl MessageBus for RedisClusterBus {
             deliver(&to_sink, info);
             Ok(())
         };
-        let client = cluster_client(&self.urls, &self.tls, Some(Box::new(push)))
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let client =
+            cluster_client(&self.urls, &self.tls, Some(Box::new(push))).map_err(|e| match e {
+                RedisSetupError::Client { source, .. } => BusError::Setup(Arc::new(source)),
+                _ => BusError::NotConnected,
+            })?;
         tokio::spawn(run_subscriber(
             client,
             self.channel(node),
@@ -157,12 +162,12 @@ async fn run_publisher(
             .collect();
         let counts = tokio::time::timeout(ROUND_TRIP_TIMEOUT, publish_batch(&cluster, &items))
             .await
-            .unwrap_or_else(|_| vec![Err("publish timed out".to_owned()); batch.len()]);
+            .unwrap_or_else(|_| vec![Err(BusError::Timeout); batch.len()]);
         drop(items);
         metrics.redis_command("SPUBLISH", started.elapsed().as_secs_f64());
         for (request, count) in batch.drain(..).zip(counts) {
             if let Some(done) = request.done {
-                done(count.map_err(BusError::Unavailable));
+                done(count);
             }
         }
     }
@@ -173,10 +178,10 @@ async fn run_publisher(
 async fn publish_batch(
     cluster: &LazyCluster,
     batch: &[(&str, &[u8])],
-) -> Vec<Result<usize, String>> {
+) -> Vec<Result<usize, BusError>> {
     let conn = match cluster.get().await {
         Ok(conn) => conn,
-        Err(e) => return vec![Err(e.to_string()); batch.len()],
+        Err(e) => return vec![Err(BusError::Command(Arc::new(e))); batch.len()],
     };
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, (channel, _)) in batch.iter().enumerate() {
@@ -194,13 +199,16 @@ async fn publish_batch(
         async move {
             match pipe.query_async::<Vec<usize>>(&mut conn).await {
                 Ok(counts) if counts.len() == members.len() => Ok(counts),
-                Ok(_) => Err("pipeline answered a different number of replies".to_owned()),
-                Err(e) => Err(e.to_string()),
+                Ok(counts) => Err(BusError::ReplyCount {
+                    sent: members.len(),
+                    got: counts.len(),
+                }),
+                Err(e) => Err(BusError::Command(Arc::new(e))),
             }
         }
     });
     let answers = join_all(sends).await;
-    let mut outcomes: Vec<Result<usize, String>> = vec![Ok(0); batch.len()];
+    let mut outcomes: Vec<Result<usize, BusError>> = vec![Ok(0); batch.len()];
     for ((_, members), answer) in groups.iter().zip(answers) {
         match answer {
             Ok(counts) => {

@@ -1,19 +1,21 @@
 //! Envelopes arriving on this node's channel: signals for local clients,
 //! failures to report to local senders, takeover notices, probe echoes.
+//! Every client id and node id an envelope carries is validated before use;
+//! an envelope that fails is counted and dropped.
 
 use std::sync::{Arc, Weak};
 
-use super::router::{describe, now_micros};
-use super::{DeliverError, Node};
+use super::router::now_micros;
+use super::{Node, RouteError};
 use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
-use crate::ids::NodeId;
+use crate::ids::{ClientId, NodeId};
 use crate::presence::PresenceRegistry;
-use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+use crate::protocol::{encode_signal, is_valid_client_id, MessageType};
 use crate::telemetry;
 
 /// The node as its bus's sink. Holds the node weakly: the bus must not
 /// keep a stopped node alive.
-pub struct NodeSink(pub Weak<Node>);
+pub(crate) struct NodeSink(pub(crate) Weak<Node>);
 
 impl EnvelopeSink for NodeSink {
     fn on_envelope(&self, bytes: &[u8]) {
@@ -23,38 +25,73 @@ impl EnvelopeSink for NodeSink {
     }
 }
 
+/// A signal envelope whose ids were checked, with its origin parsed.
+struct Inbound {
+    signal: SignalEnvelope,
+    kind: MessageType,
+    origin: NodeId,
+}
+
+impl Inbound {
+    fn check(signal: SignalEnvelope) -> Result<Inbound, &'static str> {
+        let origin = NodeId::parse(&signal.origin).ok_or("invalid_id")?;
+        if !is_valid_client_id(&signal.source) || !is_valid_client_id(&signal.target) {
+            return Err("invalid_id");
+        }
+        let kind = MessageType::from_u8(signal.kind)
+            .filter(|k| k.is_signal())
+            .ok_or("malformed")?;
+        Ok(Inbound {
+            signal,
+            kind,
+            origin,
+        })
+    }
+}
+
 impl Node {
     /// Handles one envelope from the bus.
-    pub fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
+    fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
         let envelope = match Envelope::decode(bytes) {
             Ok(e) => e,
             Err(error) => {
+                self.metrics.envelope_refused("malformed");
                 tracing::warn!(%error, "dropping malformed envelope from the bus");
                 return;
             }
         };
         match envelope {
-            Envelope::Signal(signal) => self.deliver_remote(signal),
+            Envelope::Signal(signal) => match Inbound::check(signal) {
+                Ok(inbound) => self.deliver_remote(inbound),
+                Err(reason) => {
+                    self.metrics.envelope_refused(reason);
+                    tracing::warn!(reason, "dropping a signal envelope with invalid fields");
+                }
+            },
             Envelope::Undeliverable {
                 source,
                 target,
                 message_id,
                 code,
             } => {
+                if !is_valid_client_id(&source) || !is_valid_client_id(&target) {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                }
                 self.forget_location(&target);
-                let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::PeerUnreachable);
                 if let Some(sender) = self.hub.get(&source) {
-                    let frame = encode_error(sender.codec, message_id, code, describe(code));
-                    if sender.deliver(frame).is_ok() {
-                        self.metrics.error_sent(code);
-                    }
+                    self.answer(&sender, message_id, RouteError::from_code(&code));
                 }
             }
             Envelope::Takeover { client, session } => {
-                self.forget_location(&client);
-                if let Some(old) = self.hub.get(&client) {
+                let Some(client) = ClientId::new(&client) else {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                };
+                self.forget_location(client.as_str());
+                if let Some(old) = self.hub.get(client.as_str()) {
                     if old.session_id.0 != session {
-                        self.hub.remove(&client, old.session_id);
+                        self.hub.remove(client.as_str(), old.session_id);
                         old.close(crate::protocol::DisconnectReason::Replaced);
                     }
                 }
@@ -63,8 +100,9 @@ impl Node {
         }
     }
 
-    fn deliver_remote(self: &Arc<Self>, signal: SignalEnvelope) {
-        let kind_name = MessageType::from_u8(signal.kind).map_or("SIGNAL", MessageType::as_str);
+    fn deliver_remote(self: &Arc<Self>, inbound: Inbound) {
+        let signal = &inbound.signal;
+        let kind_name = inbound.kind.as_str();
         let span = crate::child_span!(
             signal.traceparent.is_some(),
             "deliver",
@@ -86,31 +124,41 @@ impl Node {
         }
         telemetry::record_ids(&span);
         let _entered = span.enter();
-        if let Some(code) = self.try_deliver_remote(signal) {
-            telemetry::record_error(&span, code, describe(code));
+        if let Some(error) = self.try_deliver_remote(inbound) {
+            telemetry::record_error(&span, error.code(), &error.to_string());
         }
     }
 
     /// Delivers, forwards (the target moved), or bounces the failure to the
     /// origin; returns the failure.
-    fn try_deliver_remote(self: &Arc<Self>, signal: SignalEnvelope) -> Option<ErrorCode> {
+    fn try_deliver_remote(self: &Arc<Self>, inbound: Inbound) -> Option<RouteError> {
         self.metrics.cross_node_received.inc();
-        let kind = MessageType::from_u8(signal.kind).filter(|k| k.is_signal());
-        let code = match (kind, self.hub.get(&signal.target)) {
-            (None, _) => {
-                tracing::warn!(
-                    kind = signal.kind,
-                    "dropping envelope with a non-signal type"
-                );
-                return None;
+        let Inbound {
+            signal,
+            kind,
+            origin,
+        } = inbound;
+        let error = match self.hub.get(&signal.target) {
+            None if !signal.forwarded => {
+                // The origin's cached location is stale: pass it on, within
+                // a bound on forwards in flight.
+                match Arc::clone(&self.forwards).try_acquire_owned() {
+                    Ok(permit) => {
+                        let node = Arc::clone(self);
+                        tokio::spawn(async move {
+                            node.forward(signal, origin).await;
+                            drop(permit);
+                        });
+                        return None;
+                    }
+                    Err(_) => {
+                        self.metrics.envelope_refused("forward_limit");
+                        RouteError::Unreachable
+                    }
+                }
             }
-            (Some(_), None) if !signal.forwarded => {
-                // The origin's cached location is stale: pass it on.
-                tokio::spawn(Arc::clone(self).forward(signal));
-                return None;
-            }
-            (Some(_), None) => ErrorCode::PeerNotFound,
-            (Some(kind), Some(target)) => {
+            None => RouteError::NotFound,
+            Some(target) => {
                 let frame = encode_signal(
                     target.codec,
                     kind,
@@ -127,36 +175,33 @@ impl Node {
                             .observe(latency as f64 / 1e6);
                         return None;
                     }
-                    // Too large once translated into the receiver's codec.
-                    Err(_) => ErrorCode::BadPayload,
-                    Ok(Err(DeliverError::Full)) => ErrorCode::PeerUnreachable,
-                    Ok(Err(DeliverError::Closed)) => ErrorCode::PeerNotFound,
+                    Err(_) => RouteError::TooLarge,
+                    Ok(Err(refused)) => refused.into(),
                 }
             }
         };
-        self.bounce(&signal, code);
-        Some(code)
+        self.bounce(&signal, &origin, error);
+        Some(error)
     }
 
-    /// Tells the origin node that `signal` failed with `code`.
-    fn bounce(&self, signal: &SignalEnvelope, code: ErrorCode) {
+    /// Tells the origin node that `signal` failed.
+    fn bounce(&self, signal: &SignalEnvelope, origin: &NodeId, error: RouteError) {
         let bounce = Envelope::Undeliverable {
             source: signal.source.clone(),
             target: signal.target.clone(),
             message_id: signal.message_id,
-            code: code.as_str().to_owned(),
+            code: error.code().as_str().to_owned(),
         };
-        self.bus
-            .publish(&NodeId::new(&signal.origin), bounce.encode(), None);
+        self.bus.publish(origin, bounce.encode(), None);
     }
 
     /// Re-routes a signal whose target is no longer here: to the node
     /// presence names now, or back to the origin as a failure.
-    async fn forward(self: Arc<Self>, signal: SignalEnvelope) {
+    async fn forward(self: Arc<Self>, signal: SignalEnvelope, origin: NodeId) {
         let location = match self.presence.locate(&signal.target).await {
             Ok(Some(location)) if location.node_id != self.id => location,
-            Ok(_) => return self.bounce(&signal, ErrorCode::PeerNotFound),
-            Err(_) => return self.bounce(&signal, ErrorCode::Unavailable),
+            Ok(_) => return self.bounce(&signal, &origin, RouteError::NotFound),
+            Err(_) => return self.bounce(&signal, &origin, RouteError::Unavailable),
         };
         let envelope = Envelope::Signal(SignalEnvelope {
             forwarded: true,
@@ -168,8 +213,8 @@ impl Node {
             envelope.encode(),
             Some(Box::new(move |result| match result {
                 Ok(n) if n > 0 => {}
-                Ok(_) => node.bounce(&signal, ErrorCode::PeerUnreachable),
-                Err(_) => node.bounce(&signal, ErrorCode::Unavailable),
+                Ok(_) => node.bounce(&signal, &origin, RouteError::Unreachable),
+                Err(_) => node.bounce(&signal, &origin, RouteError::Unavailable),
             })),
         );
     }

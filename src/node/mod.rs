@@ -3,64 +3,73 @@
 //! without knowing which backend runs behind them.
 //!
 //! Layout: `outbox.rs` (a session's bounded queue), `hub.rs` (local sessions),
-//! `router.rs` (where a signal goes), `inbox.rs` (envelopes from other nodes),
-//! `upkeep.rs` (presence refresh, node liveness, bus probes, readiness).
+//! `registration.rs` (a session's hub entry and presence record, removed
+//! exactly once whatever ends the session), `router.rs` (where a signal goes)
+//! with `route_error.rs` (its failures and their answers), `inbox.rs`
+//! (envelopes from other nodes), `upkeep.rs` (presence refresh, node
+//! liveness, bus probes, readiness).
 
 mod hub;
 mod inbox;
 mod locations;
 mod outbox;
-pub mod router;
+mod registration;
+mod route_error;
+mod router;
 mod upkeep;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(feature = "bench")]
+pub(crate) mod bench;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use hub::Hub;
-pub use outbox::{DeliverError, OutboxLimits, SessionHandle};
-pub use upkeep::Health;
+pub(crate) use outbox::{OutboxLimits, SessionHandle};
+pub(crate) use registration::Registration;
+pub(crate) use route_error::RouteError;
+pub(crate) use router::Outgoing;
+pub(crate) use upkeep::Background;
 
 use crate::auth::Authenticator;
-use crate::bus::{Bus, Envelope, MessageBus};
+use crate::bus::{Bus, BusError, Envelope, MessageBus};
 use crate::config::Settings;
 use crate::ids::{ClientId, NodeId, SessionId};
 use crate::metrics::Metrics;
-use crate::presence::{Location, Presence, PresenceRegistry};
-use crate::protocol::{Codec, DisconnectReason, ErrorCode};
+use crate::presence::{Location, Presence, PresenceError, PresenceRegistry};
+use crate::protocol::{Codec, DisconnectReason};
+use hub::Hub;
+use upkeep::Health;
 
 /// How long a remote peer's location is reused without a presence lookup.
 const LOCATION_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// One node of the service.
+/// One node of the service: built by [`crate::app`], run by
+/// [`crate::app::run_node`].
 pub struct Node {
-    /// This node's id.
-    pub id: NodeId,
-    /// The settings it was built from.
-    pub settings: Settings,
-    /// Local sessions.
-    pub hub: Hub,
-    /// Where clients are, cluster-wide.
-    pub presence: Presence,
-    /// Node-to-node delivery.
-    pub bus: Bus,
-    /// Token verification.
-    pub auth: Authenticator,
-    /// Exported metrics.
-    pub metrics: Arc<Metrics>,
-    /// Backend health, maintained by the upkeep task.
-    pub health: Health,
-    /// Open WebSocket connections (authenticated or not).
-    pub connections: AtomicUsize,
+    id: NodeId,
+    settings: Settings,
+    hub: Hub,
+    pub(crate) presence: Presence,
+    bus: Bus,
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+    health: Health,
     draining: AtomicBool,
     limits: OutboxLimits,
     /// Where remote peers were last seen.
     locations: locations::LocationCache,
+    /// Stale-location forwards in flight (bounded).
+    forwards: Arc<tokio::sync::Semaphore>,
 }
+
+/// Forwards of envelopes whose target moved that may run at once; beyond
+/// this the origin is answered PEER_UNREACHABLE at once.
+const MAX_FORWARDS: usize = 1024;
 
 impl Node {
     /// Assembles a node from its parts.
-    pub fn new(
+    pub(crate) fn new(
         id: NodeId,
         settings: Settings,
         auth: Authenticator,
@@ -81,11 +90,34 @@ impl Node {
             auth,
             metrics,
             health: Health::default(),
-            connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             limits,
             locations: locations::LocationCache::new(LOCATION_CACHE_TTL),
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
         }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The settings the node was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Local sessions right now.
+    pub fn session_count(&self) -> usize {
+        self.hub.len()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
     }
 
     /// Whether the node should get new clients: not draining and its
@@ -100,24 +132,25 @@ impl Node {
     }
 
     /// Marks the node draining (readiness turns 503).
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
         self.metrics.draining.set(1);
     }
 
     /// The heartbeat interval clients are told.
-    pub fn heartbeat(&self) -> Duration {
+    pub(crate) fn heartbeat(&self) -> Duration {
         self.settings.server.heartbeat()
     }
 
     /// Makes a new session for `client` routable: local hub first (so signals
     /// queue behind the CONNECT_ACK), then presence. An older session of the
-    /// client, here or on another node, is told to end with REPLACED.
-    pub async fn establish(
-        &self,
+    /// client, here or on another node, is told to end with REPLACED. The
+    /// returned guard undoes both when dropped, whatever ends the session.
+    pub(crate) async fn establish(
+        self: &Arc<Self>,
         client: &ClientId,
         codec: Codec,
-    ) -> Result<Arc<SessionHandle>, ErrorCode> {
+    ) -> Result<Registration, PresenceError> {
         let handle = Arc::new(SessionHandle::new(
             SessionId::generate(),
             codec,
@@ -126,41 +159,35 @@ impl Node {
         if let Some(old) = self.hub.insert(client.clone(), Arc::clone(&handle)) {
             old.close(DisconnectReason::Replaced);
         }
-        let here = Location {
-            node_id: self.id.clone(),
-            session_id: handle.session_id,
-        };
+        // From here on the guard owns the hub entry (and the record): a
+        // failure below, or a cancelled CONNECT, drops it.
+        let mut registration = Registration::new(Arc::clone(self), client.clone(), handle);
+        let here = registration.location();
         match self.presence.register(client, &here).await {
             Ok(Some(previous)) if previous.node_id != self.id => {
                 let notice = Envelope::Takeover {
                     client: client.as_str().to_owned(),
-                    session: handle.session_id.0,
+                    session: here.session_id.0,
                 };
                 self.bus.publish(&previous.node_id, notice.encode(), None);
             }
             Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "presence registration failed; refusing CONNECT");
-                self.hub.remove(client.as_str(), handle.session_id);
-                return Err(ErrorCode::Unavailable);
-            }
+            Err(error) => return Err(error),
         }
-        self.metrics.sessions.inc();
-        Ok(handle)
+        registration.established();
+        Ok(registration)
     }
 
-    /// Ends a session: out of the hub, then out of presence (compare-and-
-    /// delete, so a newer session elsewhere is untouched).
-    pub async fn end_session(&self, client: &ClientId, handle: &SessionHandle) {
-        self.hub.remove(client.as_str(), handle.session_id);
-        self.metrics.sessions.dec();
-        let here = Location {
-            node_id: self.id.clone(),
-            session_id: handle.session_id,
-        };
-        if let Err(error) = self.presence.unregister(client, &here).await {
-            // The record expires on its own after the presence TTL.
-            tracing::debug!(%error, "presence removal failed");
-        }
+    /// Subscribes to the node's channel and starts the upkeep tasks.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<Background, BusError> {
+        upkeep::start(self).await
+    }
+}
+
+/// This node's location record for a session.
+fn location(node: &NodeId, session: SessionId) -> Location {
+    Location {
+        node_id: node.clone(),
+        session_id: session,
     }
 }

@@ -7,63 +7,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::{DeliverError, Node, SessionHandle};
+use super::{Node, RouteError, SessionHandle};
 use crate::bus::{MessageBus, SignalRef};
 use crate::ids::ClientId;
 use crate::metrics::RouteOutcome;
 use crate::presence::{Location, PresenceRegistry};
-use crate::protocol::{encode_error, encode_signal, ErrorCode, MessageType};
+use crate::protocol::{encode_error, encode_signal, MessageType};
 use crate::telemetry;
-
-/// A short sentence for each routing error, sent in ERROR.message.
-pub fn describe(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::PeerNotFound => "target client is not online",
-        ErrorCode::PeerUnreachable => "target client's node could not take the signal",
-        ErrorCode::Unavailable => "cluster backend unavailable for a cross-node route",
-        ErrorCode::BadPayload => "signal too large once translated for the receiver",
-        _ => "signal could not be routed",
-    }
-}
+use crate::telemetry::ErrorChain;
 
 /// One signal to route.
-pub struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     /// SIGNAL_OFFER, SIGNAL_ANSWER or SIGNAL_ICE_CANDIDATE.
-    pub kind: MessageType,
+    pub(crate) kind: MessageType,
     /// The sender's message id.
-    pub message_id: Uuid,
+    pub(crate) message_id: Uuid,
     /// The authenticated sender.
-    pub source: &'a ClientId,
+    pub(crate) source: &'a ClientId,
     /// The receiver.
-    pub target: &'a str,
+    pub(crate) target: &'a str,
     /// The signal data.
-    pub data: &'a str,
+    pub(crate) data: &'a str,
 }
 
 impl Node {
-    /// Routes a signal. `Ok` means handed off: queued for a local session,
-    /// or published (a publish that reaches nobody answers the sender later
-    /// through `sender`).
-    pub async fn route(
-        self: &Arc<Self>,
-        signal: &Outgoing<'_>,
-        sender: &Arc<SessionHandle>,
-    ) -> Result<(), ErrorCode> {
-        match self.route_now(signal, sender) {
-            Some(result) => result,
-            None => self.route_after_lookup(signal, sender).await,
-        }
-    }
-
     /// Routes without waiting when it can: a local target, or a remote one
     /// whose location is cached. `None`: a presence lookup is needed
     /// ([`Node::route_after_lookup`]). Splitting the two keeps the session
     /// task's future small; only the rare lookup is awaited.
-    pub fn route_now(
+    pub(crate) fn route_now(
         self: &Arc<Self>,
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
-    ) -> Option<Result<(), ErrorCode>> {
+    ) -> Option<Result<(), RouteError>> {
         let span = tracing::Span::current();
         if let Some(target) = self.hub.get(signal.target) {
             span.record("signal_manager.route", "local");
@@ -80,11 +56,11 @@ impl Node {
     }
 
     /// Looks the target up in presence, then publishes to its node.
-    pub async fn route_after_lookup(
+    pub(crate) async fn route_after_lookup(
         self: &Arc<Self>,
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), RouteError> {
         tracing::Span::current().record("signal_manager.route", "remote");
         let result = self.lookup(signal.target).await.map(|location| {
             self.locations.insert(signal.target, location.clone());
@@ -95,16 +71,18 @@ impl Node {
         result
     }
 
-    async fn lookup(&self, target: &str) -> Result<Location, ErrorCode> {
-        let location = self
-            .presence
-            .locate(target)
-            .await
-            .map_err(|_| ErrorCode::Unavailable)?
-            .ok_or(ErrorCode::PeerNotFound)?;
+    async fn lookup(&self, target: &str) -> Result<Location, RouteError> {
+        let location = match self.presence.locate(target).await {
+            Ok(Some(location)) => location,
+            Ok(None) => return Err(RouteError::NotFound),
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(&error), "presence lookup failed");
+                return Err(RouteError::Unavailable);
+            }
+        };
         if location.node_id == self.id {
             // Our own stale record: the session ended a moment ago.
-            return Err(ErrorCode::PeerNotFound);
+            return Err(RouteError::NotFound);
         }
         Ok(location)
     }
@@ -113,7 +91,7 @@ impl Node {
         &self,
         signal: &Outgoing<'_>,
         target: &SessionHandle,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<(), RouteError> {
         let frame = encode_signal(
             target.codec,
             signal.kind,
@@ -122,11 +100,8 @@ impl Node {
             signal.source.as_str(),
             signal.data,
         )
-        .map_err(|_| ErrorCode::BadPayload)?;
-        target.deliver(frame).map_err(|e| match e {
-            DeliverError::Full => ErrorCode::PeerUnreachable,
-            DeliverError::Closed => ErrorCode::PeerNotFound,
-        })
+        .map_err(|_| RouteError::TooLarge)?;
+        Ok(target.deliver(frame)?)
     }
 
     fn publish_signal(
@@ -168,10 +143,10 @@ impl Node {
             envelope,
             Some(Box::new(move |result| {
                 // The publish span ends when the publish is answered.
-                if let Some(code) =
+                if let Some(error) =
                     node.on_published(result, &sender, message_id, &target, location)
                 {
-                    telemetry::record_error(&publish, code, describe(code));
+                    telemetry::record_error(&publish, error.code(), &error.to_string());
                 }
             })),
         );
@@ -185,8 +160,8 @@ impl Node {
         message_id: Uuid,
         target: &str,
         location: Location,
-    ) -> Option<ErrorCode> {
-        let code = match result {
+    ) -> Option<RouteError> {
+        let error = match result {
             Ok(n) if n > 0 => return None,
             Ok(_) => {
                 self.metrics.publish_failed("no_subscriber");
@@ -199,42 +174,45 @@ impl Node {
                         let _ = node.presence.unregister(&client, &location).await;
                     });
                 }
-                ErrorCode::PeerUnreachable
+                RouteError::Unreachable
             }
-            Err(_) => {
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(&error), "publish failed");
                 self.metrics.publish_failed("unavailable");
                 self.locations.evict(target);
-                ErrorCode::Unavailable
+                RouteError::Unavailable
             }
         };
-        self.metrics.routed(true, RouteOutcome::Failed(code));
-        self.answer(sender, message_id, code);
-        Some(code)
+        self.metrics
+            .routed(true, RouteOutcome::Failed(error.code()));
+        self.answer(sender, message_id, error);
+        Some(error)
     }
 
     /// Forgets a remote peer's cached location.
-    pub(crate) fn forget_location(&self, client: &str) {
+    pub(super) fn forget_location(&self, client: &str) {
         self.locations.evict(client);
     }
 
     /// Queues an ERROR for a session (best effort: a closing session is gone).
-    pub fn answer(&self, session: &SessionHandle, message_id: Uuid, code: ErrorCode) {
-        let frame = encode_error(session.codec, message_id, code, describe(code));
+    pub(super) fn answer(&self, session: &SessionHandle, message_id: Uuid, error: RouteError) {
+        let code = error.code();
+        let frame = encode_error(session.codec, message_id, code, &error.to_string());
         if session.deliver(frame).is_ok() {
             self.metrics.error_sent(code);
         }
     }
 }
 
-fn outcome_of(result: &Result<(), ErrorCode>, ok: RouteOutcome) -> RouteOutcome {
+fn outcome_of(result: &Result<(), RouteError>, ok: RouteOutcome) -> RouteOutcome {
     match result {
         Ok(()) => ok,
-        Err(code) => RouteOutcome::Failed(*code),
+        Err(error) => RouteOutcome::Failed(error.code()),
     }
 }
 
 /// Microseconds since the Unix epoch (for cross-node latency).
-pub fn now_micros() -> u64 {
+pub(super) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

@@ -14,14 +14,15 @@ use super::Node;
 use crate::bus::{BusError, Envelope, MessageBus};
 use crate::metrics::Metrics;
 use crate::presence::{Location, PresenceRegistry};
+use crate::telemetry::ErrorChain;
 
 /// How often a node probes its own channel.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Probes that may go unanswered before the subscription counts as broken.
 const PROBE_MISSES: u32 = 3;
 
 /// Backend health as last observed.
-pub struct Health {
+pub(super) struct Health {
     presence_ok: AtomicBool,
     upkeep_now: tokio::sync::Notify,
     started: Instant,
@@ -43,7 +44,7 @@ impl Default for Health {
 
 impl Health {
     /// Whether presence answers and the bus delivered a recent probe.
-    pub fn is_healthy(&self) -> bool {
+    pub(super) fn is_healthy(&self) -> bool {
         self.presence_ok.load(Ordering::Acquire) && self.bus_ok()
     }
 
@@ -66,7 +67,7 @@ impl Health {
     }
 
     /// Records a probe that came back through the bus.
-    pub fn probe_echoed(&self, nonce: u64, metrics: &Metrics) {
+    pub(super) fn probe_echoed(&self, nonce: u64, metrics: &Metrics) {
         let pending = *self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((expected, sent)) = pending {
             if expected == nonce {
@@ -80,7 +81,7 @@ impl Health {
 }
 
 /// Aborts the node's background tasks when dropped.
-pub struct Background {
+pub(crate) struct Background {
     tasks: Vec<JoinHandle<()>>,
     /// The bus holds the node's sink weakly; this keeps it alive while the
     /// node runs.
@@ -95,25 +96,25 @@ impl Drop for Background {
     }
 }
 
-impl Node {
-    /// Subscribes to the node's channel and starts the upkeep tasks. The
-    /// first presence round trip happens before this returns.
-    pub async fn start(self: &Arc<Self>) -> Result<Background, BusError> {
-        let sink: Arc<dyn crate::bus::EnvelopeSink> =
-            Arc::new(super::inbox::NodeSink(Arc::downgrade(self)));
-        self.bus.subscribe(&self.id, Arc::clone(&sink)).await?;
-        let _ = self.upkeep_once().await;
-        let node = Arc::clone(self);
-        let mut tasks = vec![tokio::spawn(async move { node.run_upkeep().await })];
-        let node = Arc::clone(self);
-        tasks.push(tokio::spawn(async move { node.run_probes().await }));
-        Ok(Background { tasks, _sink: sink })
-    }
+/// Subscribes to the node's channel and starts the upkeep tasks. The
+/// first presence round trip happens before this returns.
+pub(super) async fn start(node: &Arc<Node>) -> Result<Background, BusError> {
+    let sink: Arc<dyn crate::bus::EnvelopeSink> =
+        Arc::new(super::inbox::NodeSink(Arc::downgrade(node)));
+    node.bus.subscribe(&node.id, Arc::clone(&sink)).await?;
+    let _ = node.upkeep_once().await;
+    let upkeep = Arc::clone(node);
+    let mut tasks = vec![tokio::spawn(async move { upkeep.run_upkeep().await })];
+    let probes = Arc::clone(node);
+    tasks.push(tokio::spawn(async move { probes.run_probes().await }));
+    Ok(Background { tasks, _sink: sink })
+}
 
+impl Node {
     /// Removes this node's liveness record (end of a clean shutdown).
-    pub async fn leave_cluster(&self) {
+    pub(crate) async fn leave_cluster(&self) {
         if let Err(error) = self.presence.remove_node(&self.id).await {
-            tracing::warn!(%error, "could not remove the node record; it expires on its own");
+            tracing::warn!(error = %ErrorChain(&error), "could not remove the node record; it expires on its own");
         }
     }
 
@@ -127,8 +128,8 @@ impl Node {
             } else {
                 Duration::from_secs(1)
             };
-            // Woken early when the bus comes back after a failure (a
-            // restarted or failed-over Redis): re-register at once.
+            // The probes ask for a round at once when the bus comes back
+            // (the backend may have restarted empty).
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = self.health.upkeep_now.notified() => {}
@@ -171,7 +172,7 @@ impl Node {
             }
             Err(error) => {
                 if self.health.presence_ok.load(Ordering::Acquire) {
-                    tracing::warn!(%error, "presence backend unavailable");
+                    tracing::warn!(error = %ErrorChain(&error), "presence backend unavailable");
                 }
                 self.health.set_presence_ok(false, &self.metrics);
                 false

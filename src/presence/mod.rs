@@ -33,15 +33,41 @@ pub struct Location {
     pub session_id: SessionId,
 }
 
-/// A presence backend failure.
+/// A presence backend failure; the cause is kept as the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
-    /// The backend did not answer or refused the command.
-    #[error("presence backend unavailable: {0}")]
-    Unavailable(String),
+    /// The backend refused or failed a command.
+    #[error("presence backend: {command} failed")]
+    Command {
+        /// The command (for the log).
+        command: &'static str,
+        /// The backend's error.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The backend did not answer in time.
+    #[error("presence backend: {0} timed out")]
+    Timeout(&'static str),
+    /// No connection could be had from the pool.
+    #[error("presence backend: no connection")]
+    Pool(#[source] deadpool::managed::PoolError<::redis::RedisError>),
+    /// The backend could not be set up from its URL.
+    #[error("presence backend cannot be set up")]
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored record could not be parsed.
     #[error("malformed presence record for {0}")]
     Malformed(String),
+}
+
+impl PresenceError {
+    /// Whether the backend lost its script cache (a restarted Redis).
+    pub fn is_no_script(&self) -> bool {
+        matches!(
+            self,
+            PresenceError::Command { source, .. }
+                if source.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+        )
+    }
 }
 
 /// The presence registry seam; see the module docs for the contract.
@@ -91,7 +117,7 @@ pub enum Presence {
     /// Redis registry (one server, or the master behind Sentinels).
     Redis(RedisPresence),
     /// Redis Cluster registry.
-    RedisCluster(RedisClusterPresence),
+    RedisCluster(Box<RedisClusterPresence>),
 }
 
 macro_rules! dispatch {

@@ -10,15 +10,17 @@
 //! timeout, so a dead Redis yields an error, never a hang.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::Script;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Location, PresenceError, PresenceRegistry};
 use crate::ids::{ClientId, NodeId, SessionId};
 use crate::metrics::Metrics;
-use crate::redis_conn::{self, Connection, Connector, Pool, TlsOptions};
+use crate::redis_conn::{self, Connection, Connector, Pool};
+use crate::redis_names::RedisNames;
 
 pub(super) const REFRESH: &str = r"
 local cur = redis.call('GET', KEYS[1])
@@ -52,16 +54,12 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 /// Presence in Redis.
 pub struct RedisPresence {
     pool: Pool,
-    prefix: Arc<str>,
+    names: RedisNames,
     ttl_ms: u64,
     metrics: Arc<Metrics>,
     refresh: Script,
     unregister: Script,
     locate: Script,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> PresenceError {
-    PresenceError::Unavailable(e.to_string())
 }
 
 impl RedisPresence {
@@ -73,8 +71,9 @@ impl RedisPresence {
         pool_size: usize,
         metrics: Arc<Metrics>,
     ) -> Result<RedisPresence, PresenceError> {
-        let connector = Connector::standalone(url, &TlsOptions::default()).map_err(unavailable)?;
-        let pool = Self::pool(connector, pool_size).map_err(unavailable)?;
+        let client = redis::Client::open(url).map_err(|e| PresenceError::Setup(Box::new(e)))?;
+        let pool = Self::pool(Connector::direct(client), pool_size)
+            .map_err(|e| PresenceError::Setup(Box::new(e)))?;
         Ok(Self::from_pool(pool, prefix, ttl, metrics))
     }
 
@@ -91,7 +90,7 @@ impl RedisPresence {
     pub fn from_pool(pool: Pool, prefix: &str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
         RedisPresence {
             pool,
-            prefix: Arc::from(prefix),
+            names: RedisNames::new(prefix),
             ttl_ms: ttl.as_millis().max(1) as u64,
             metrics,
             refresh: Script::new(REFRESH),
@@ -100,20 +99,12 @@ impl RedisPresence {
         }
     }
 
-    fn client_key(&self, client: &str) -> String {
-        format!("{}:client:{client}", self.prefix)
-    }
-
-    fn node_key(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.prefix)
-    }
-
     async fn connection(&self) -> Result<Connection, PresenceError> {
         self.pool
             .get()
             .await
             .map(Connection::from)
-            .map_err(unavailable)
+            .map_err(PresenceError::Pool)
     }
 
     /// Runs one round trip, timing it under `command`.
@@ -124,8 +115,8 @@ impl RedisPresence {
         let started = Instant::now();
         let result = tokio::time::timeout(COMMAND_TIMEOUT, f)
             .await
-            .map_err(|_| PresenceError::Unavailable(format!("{command} timed out")))?
-            .map_err(unavailable);
+            .map_err(|_| PresenceError::Timeout(command))?
+            .map_err(|source| PresenceError::Command { command, source });
         self.metrics
             .redis_command(command, started.elapsed().as_secs_f64());
         result
@@ -140,7 +131,7 @@ pub(super) fn encode_location(at: &Location) -> String {
 pub(super) fn decode_location(value: &str) -> Option<Location> {
     let (node, session) = value.split_once('|')?;
     Some(Location {
-        node_id: NodeId::new(node),
+        node_id: NodeId::parse(node)?,
         session_id: SessionId(Uuid::parse_str(session).ok()?),
     })
 }
@@ -152,7 +143,7 @@ impl PresenceRegistry for RedisPresence {
         at: &Location,
     ) -> Result<Option<Location>, PresenceError> {
         let mut conn = self.connection().await?;
-        let key = self.client_key(client.as_str());
+        let key = self.names.client_key(client.as_str());
         let old: Option<String> = self
             .timed(
                 "SET",
@@ -175,15 +166,14 @@ impl PresenceRegistry for RedisPresence {
             pipe.cmd("EVALSHA")
                 .arg(self.refresh.get_hash())
                 .arg(1)
-                .arg(self.client_key(client.as_str()))
+                .arg(self.names.client_key(client.as_str()))
                 .arg(encode_location(at))
                 .arg(self.ttl_ms);
         }
         let mut result: Result<Vec<i64>, PresenceError> = self
             .timed("EVALSHA refresh", pipe.query_async(&mut conn))
             .await;
-        if matches!(&result, Err(PresenceError::Unavailable(m)) if m.to_ascii_uppercase().contains("NOSCRIPT"))
-        {
+        if result.as_ref().is_err_and(PresenceError::is_no_script) {
             // A restarted Redis has lost its script cache: load and retry once.
             let _: String = self
                 .timed(
@@ -203,7 +193,7 @@ impl PresenceRegistry for RedisPresence {
 
     async fn unregister(&self, client: &ClientId, at: &Location) -> Result<bool, PresenceError> {
         let mut conn = self.connection().await?;
-        let mut invocation = self.unregister.key(self.client_key(client.as_str()));
+        let mut invocation = self.unregister.key(self.names.client_key(client.as_str()));
         invocation.arg(encode_location(at));
         let removed: i64 = self
             .timed("EVALSHA unregister", invocation.invoke_async(&mut conn))
@@ -213,8 +203,8 @@ impl PresenceRegistry for RedisPresence {
 
     async fn locate(&self, client: &str) -> Result<Option<Location>, PresenceError> {
         let mut conn = self.connection().await?;
-        let mut invocation = self.locate.key(self.client_key(client));
-        invocation.arg(format!("{}:node:", self.prefix));
+        let mut invocation = self.locate.key(self.names.client_key(client));
+        invocation.arg(self.names.node_key_prefix());
         let value: Option<String> = self
             .timed("EVALSHA locate", invocation.invoke_async(&mut conn))
             .await?;
@@ -228,7 +218,7 @@ impl PresenceRegistry for RedisPresence {
 
     async fn keep_node_alive(&self, node: &NodeId) -> Result<(), PresenceError> {
         let mut conn = self.connection().await?;
-        let key = self.node_key(node.as_str());
+        let key = self.names.node_key(node.as_str());
         self.timed(
             "SET",
             redis::cmd("SET")
@@ -243,7 +233,7 @@ impl PresenceRegistry for RedisPresence {
 
     async fn remove_node(&self, node: &NodeId) -> Result<(), PresenceError> {
         let mut conn = self.connection().await?;
-        let key = self.node_key(node.as_str());
+        let key = self.names.node_key(node.as_str());
         self.timed(
             "DEL",
             redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn),

@@ -1,5 +1,6 @@
 //! Presence in a Redis Cluster. The same keys as [`super::RedisPresence`]
-//! (`<prefix>:client:<client_id>`, `<prefix>:node:<node_id>`), spread over
+//! (`<prefix>:client:<client_id>`, `<prefix>:node:<node_id>`, named in
+//! `crate::redis_names`), spread over
 //! the shards by their hash slots; no command or script touches two keys,
 //! so none is cross-slot:
 //!
@@ -16,7 +17,9 @@
 //! an error, never a hang.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use redis::cluster::ClusterClient;
@@ -28,6 +31,7 @@ use super::{Location, PresenceError, PresenceRegistry};
 use crate::ids::{ClientId, NodeId};
 use crate::metrics::Metrics;
 use crate::redis_conn::LazyCluster;
+use crate::redis_names::RedisNames;
 
 /// Bound on one call, retries through a shard failover included.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,15 +41,11 @@ const REFRESH_CONCURRENCY: usize = 512;
 /// Presence in a Redis Cluster.
 pub struct RedisClusterPresence {
     cluster: LazyCluster,
-    prefix: Arc<str>,
+    names: RedisNames,
     ttl_ms: u64,
     metrics: Arc<Metrics>,
     refresh: Script,
     unregister: Script,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> PresenceError {
-    PresenceError::Unavailable(e.to_string())
 }
 
 impl RedisClusterPresence {
@@ -58,7 +58,7 @@ impl RedisClusterPresence {
     ) -> RedisClusterPresence {
         RedisClusterPresence {
             cluster: LazyCluster::new(client),
-            prefix: Arc::from(prefix),
+            names: RedisNames::new(prefix),
             ttl_ms: ttl.as_millis().max(1) as u64,
             metrics,
             refresh: Script::new(REFRESH),
@@ -66,19 +66,14 @@ impl RedisClusterPresence {
         }
     }
 
-    fn client_key(&self, client: &str) -> String {
-        format!("{}:client:{client}", self.prefix)
-    }
-
-    fn node_key(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.prefix)
-    }
-
     async fn connection(&self) -> Result<ClusterConnection, PresenceError> {
         tokio::time::timeout(COMMAND_TIMEOUT, self.cluster.get())
             .await
-            .map_err(|_| PresenceError::Unavailable("connecting to the cluster timed out".into()))?
-            .map_err(unavailable)
+            .map_err(|_| PresenceError::Timeout("connect"))?
+            .map_err(|source| PresenceError::Command {
+                command: "connect",
+                source,
+            })
     }
 
     async fn timed<T, F>(&self, command: &'static str, f: F) -> Result<T, PresenceError>
@@ -88,8 +83,8 @@ impl RedisClusterPresence {
         let started = Instant::now();
         let result = tokio::time::timeout(COMMAND_TIMEOUT, f)
             .await
-            .map_err(|_| PresenceError::Unavailable(format!("{command} timed out")))?
-            .map_err(unavailable);
+            .map_err(|_| PresenceError::Timeout(command))?
+            .map_err(|source| PresenceError::Command { command, source });
         self.metrics
             .redis_command(command, started.elapsed().as_secs_f64());
         result
@@ -100,7 +95,7 @@ impl RedisClusterPresence {
 async fn run_all(conn: &ClusterConnection, calls: &[redis::Cmd]) -> redis::RedisResult<Vec<i64>> {
     // Owned commands: a closure over borrowed ones is not `Send` enough
     // for the trait's future.
-    stream::iter(calls.to_vec().into_iter().map(|cmd| {
+    stream::iter(calls.iter().cloned().map(|cmd| {
         let mut conn = conn.clone();
         async move { cmd.query_async::<i64>(&mut conn).await }
     }))
@@ -120,7 +115,7 @@ impl PresenceRegistry for RedisClusterPresence {
             .timed(
                 "SET",
                 redis::cmd("SET")
-                    .arg(self.client_key(client.as_str()))
+                    .arg(self.names.client_key(client.as_str()))
                     .arg(encode_location(at))
                     .arg("PX")
                     .arg(self.ttl_ms)
@@ -139,15 +134,14 @@ impl PresenceRegistry for RedisClusterPresence {
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(self.refresh.get_hash())
                     .arg(1)
-                    .arg(self.client_key(client.as_str()))
+                    .arg(self.names.client_key(client.as_str()))
                     .arg(encode_location(at))
                     .arg(self.ttl_ms);
                 cmd
             })
             .collect();
         let mut result = self.timed("EVALSHA refresh", run_all(&conn, &calls)).await;
-        if matches!(&result, Err(PresenceError::Unavailable(m)) if m.to_ascii_uppercase().contains("NOSCRIPT"))
-        {
+        if result.as_ref().is_err_and(PresenceError::is_no_script) {
             // A promoted replica or a restarted shard lacks the script:
             // load it on every primary, then retry once.
             let mut load = conn.clone();
@@ -163,7 +157,7 @@ impl PresenceRegistry for RedisClusterPresence {
 
     async fn unregister(&self, client: &ClientId, at: &Location) -> Result<bool, PresenceError> {
         let mut conn = self.connection().await?;
-        let mut invocation = self.unregister.key(self.client_key(client.as_str()));
+        let mut invocation = self.unregister.key(self.names.client_key(client.as_str()));
         invocation.arg(encode_location(at));
         let removed: i64 = self
             .timed("EVALSHA unregister", invocation.invoke_async(&mut conn))
@@ -177,7 +171,7 @@ impl PresenceRegistry for RedisClusterPresence {
             .timed(
                 "GET",
                 redis::cmd("GET")
-                    .arg(self.client_key(client))
+                    .arg(self.names.client_key(client))
                     .query_async(&mut conn),
             )
             .await?;
@@ -188,7 +182,7 @@ impl PresenceRegistry for RedisClusterPresence {
             .timed(
                 "EXISTS",
                 redis::cmd("EXISTS")
-                    .arg(self.node_key(at.node_id.as_str()))
+                    .arg(self.names.node_key(at.node_id.as_str()))
                     .query_async(&mut conn),
             )
             .await?;
@@ -200,7 +194,7 @@ impl PresenceRegistry for RedisClusterPresence {
         self.timed(
             "SET",
             redis::cmd("SET")
-                .arg(self.node_key(node.as_str()))
+                .arg(self.names.node_key(node.as_str()))
                 .arg("1")
                 .arg("PX")
                 .arg(self.ttl_ms)
@@ -214,7 +208,7 @@ impl PresenceRegistry for RedisClusterPresence {
         self.timed(
             "DEL",
             redis::cmd("DEL")
-                .arg(self.node_key(node.as_str()))
+                .arg(self.names.node_key(node.as_str()))
                 .query_async::<()>(&mut conn),
         )
         .await

@@ -56,7 +56,10 @@ pub async fn redis_backends(
                 Arc::clone(&metrics),
             );
             let bus = RedisClusterBus::new(&urls, &tls, prefix, metrics)?;
-            return Ok((Presence::RedisCluster(presence), Bus::RedisCluster(bus)));
+            return Ok((
+                Presence::RedisCluster(Box::new(presence)),
+                Bus::RedisCluster(bus),
+            ));
         }
     };
     let pool = RedisPresence::pool(connector.clone(), cluster.redis_pool_size)?;

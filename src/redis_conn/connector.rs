@@ -46,6 +46,11 @@ impl Connector {
         Ok(Connector::new(Target::Direct(client)))
     }
 
+    /// A connector to the server `client` points at.
+    pub fn direct(client: redis::Client) -> Connector {
+        Connector::new(Target::Direct(client))
+    }
+
     /// A connector to the master named `master` by the Sentinels at `urls`.
     pub fn sentinel(
         urls: &[String],

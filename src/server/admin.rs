@@ -12,18 +12,26 @@ use hyper::service::service_fn;
 use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::node::Node;
 
-/// Serves the admin endpoints until the task is dropped.
-pub async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
+/// Serves the admin endpoints until the task is dropped. Connection tasks
+/// live in a set owned by this task, so dropping it ends them too.
+pub(crate) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let node = Arc::clone(&node);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let node = Arc::clone(&node);
                 async move { Ok::<_, Infallible>(respond(&node, &request)) }
@@ -42,13 +50,13 @@ fn respond(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" if !node.health.is_healthy() => text(
+        "/readyz" if !node.is_ready() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "cluster backend unavailable\n",
         ),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
-            let body = node.metrics.render();
+            let body = node.metrics().render();
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -2,7 +2,6 @@
 //! per connection. Beyond `server.max_connections` a socket still completes
 //! the upgrade, gets ERROR SERVER_BUSY and close 1013.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::SinkExt;
@@ -13,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::session;
@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 /// The WebSocket settings every connection uses: small buffers (a signaling
 /// session needs a few KiB, not the library's 128 KiB defaults) and the
 /// protocol's largest frame as the message limit.
-pub fn websocket_config() -> WebSocketConfig {
+fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
@@ -32,8 +32,15 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_LEN))
 }
 
-/// Accepts WebSocket clients until the drain starts.
-pub async fn serve_websockets(listener: TcpListener, node: Arc<Node>, mut shutdown: Shutdown) {
+/// Accepts WebSocket clients until the drain starts. Every connection task
+/// runs on `connections`, whose length is the open-connection count and
+/// which the drain awaits.
+pub(crate) async fn serve_websockets(
+    listener: TcpListener,
+    node: Arc<Node>,
+    mut shutdown: Shutdown,
+    connections: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -50,12 +57,10 @@ pub async fn serve_websockets(listener: TcpListener, node: Arc<Node>, mut shutdo
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
-        let open = node.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        node.metrics.connections.inc();
-        let busy = open > node.settings.server.max_connections;
+        let busy = connections.len() >= node.settings().server.max_connections;
         let shutdown = shutdown.clone();
         let connection = async move {
-            let guard = ConnectionGuard(Arc::clone(&node));
+            let guard = ConnectionGauge::open(&node);
             if busy {
                 Box::pin(reject_busy(&node, stream)).await;
             } else if let Some(ws) = Box::pin(handshake(&node, stream)).await {
@@ -68,16 +73,23 @@ pub async fn serve_websockets(listener: TcpListener, node: Arc<Node>, mut shutdo
             bytes = std::mem::size_of_val(&connection),
             "connection task"
         );
-        tokio::spawn(connection);
+        connections.spawn(connection);
     }
 }
 
-struct ConnectionGuard(Arc<Node>);
+/// Keeps the open-connections gauge true on every exit of a connection task.
+struct ConnectionGauge(Arc<Node>);
 
-impl Drop for ConnectionGuard {
+impl ConnectionGauge {
+    fn open(node: &Arc<Node>) -> ConnectionGauge {
+        node.metrics().connections.inc();
+        ConnectionGauge(Arc::clone(node))
+    }
+}
+
+impl Drop for ConnectionGauge {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.connections.dec();
+        self.0.metrics().connections.dec();
     }
 }
 
@@ -87,7 +99,7 @@ async fn handshake(node: &Node, stream: TcpStream) -> Option<WebSocketStream<Tcp
         check_path,
         Some(websocket_config()),
     );
-    match tokio::time::timeout(node.settings.server.connect_timeout(), accept).await {
+    match tokio::time::timeout(node.settings().server.connect_timeout(), accept).await {
         Ok(Ok(ws)) => Some(ws),
         Ok(Err(error)) => {
             tracing::debug!(%error, "websocket handshake failed");
@@ -119,7 +131,7 @@ async fn reject_busy(node: &Node, stream: TcpStream) {
         ErrorCode::ServerBusy,
         "node is at its connection limit",
     );
-    node.metrics.error_sent(ErrorCode::ServerBusy);
+    node.metrics().error_sent(ErrorCode::ServerBusy);
     let close = CloseFrame {
         code: WsCloseCode::from(1013),
         reason: "server busy".into(),

@@ -5,5 +5,5 @@ mod admin;
 mod listener;
 mod session;
 
-pub use admin::serve_admin;
-pub use listener::{serve_websockets, websocket_config};
+pub(crate) use admin::serve_admin;
+pub(crate) use listener::serve_websockets;

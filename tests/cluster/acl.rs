@@ -38,7 +38,7 @@ pub const COMMANDS: &[&str] = &[
 
 /// `ACL SETUSER <user> …` arguments: the documented rule for `prefix`,
 /// without the commands in `except`.
-pub fn rule<'a>(user: &'a str, prefix: &str, except: &[&str]) -> Vec<String> {
+pub fn rule(user: &str, prefix: &str, except: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["ACL", "SETUSER", user, "reset", "on", ">sm-password"]
         .iter()
         .map(|s| s.to_string())
@@ -86,6 +86,18 @@ async fn nodes_work_under_the_documented_acl_rule() {
     assert!(denied.contains("no permissions"), "{denied}");
 }
 
+/// The error with its sources, as the node logs it.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[tokio::test]
 async fn a_missing_permission_is_an_error_naming_the_command() {
     let redis = RedisServer::start().await;
@@ -104,8 +116,8 @@ async fn a_missing_permission_is_an_error_naming_the_command() {
     let error = presence
         .keep_node_alive(&NodeId::new("n1"))
         .await
-        .expect_err("SET is not allowed")
-        .to_string();
+        .expect_err("SET is not allowed");
+    let error = chain(&error);
     assert!(
         error.contains("no permissions") && error.contains("'set'"),
         "{error}"
@@ -125,11 +137,7 @@ async fn a_missing_permission_is_an_error_naming_the_command() {
             let _ = tx.send(r);
         })),
     );
-    let error = rx
-        .await
-        .unwrap()
-        .expect_err("PUBLISH is not allowed")
-        .to_string();
+    let error = chain(&rx.await.unwrap().expect_err("PUBLISH is not allowed"));
     assert!(
         error.contains("no permissions") && error.contains("'publish'"),
         "{error}"
@@ -138,7 +146,7 @@ async fn a_missing_permission_is_an_error_naming_the_command() {
 
 #[tokio::test]
 async fn nodes_work_under_the_documented_acl_rule_in_redis_cluster() {
-    let cluster = redis_cluster::shared();
+    let cluster = redis_cluster::shared().await;
     let prefix = unique_prefix("cacl");
     let user = format!("u-{prefix}");
     let args = rule(&user, &prefix, &[]);

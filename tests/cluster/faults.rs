@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use signal_manager_client::{Client, ConnectOptions, Event};
 use signal_manager_service::auth;
@@ -11,6 +13,7 @@ use signal_manager_service::config::{AuthSettings, Secret};
 use signal_manager_service::protocol::{Codec, Message, MessageType, Payload, SignalPayload};
 use uuid::Uuid;
 
+use crate::support::eventually;
 use crate::support::redis_server::RedisServer;
 use crate::support::*;
 use crate::*;
@@ -275,8 +278,12 @@ async fn no_signal_is_lost_silently_while_a_node_restarts() {
             }
         }));
     }
-    // Restart node-b in the middle of the traffic.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Restart node-b in the middle of the traffic: once signals flow.
+    eventually("signals flow", Duration::from_secs(10), || {
+        let flowing = ledger.lock().unwrap().delivered.len() >= 200;
+        async move { flowing }
+    })
+    .await;
     b.terminate();
     b.wait_exit(Duration::from_secs(10))
         .await

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use signal_manager_service::app;
 use signal_manager_service::config::{Secret, Settings};
-use signal_manager_service::node::Node;
+use signal_manager_service::Node;
 use support::redis_server::RedisServer;
 use support::{test_settings, TestNode};
 

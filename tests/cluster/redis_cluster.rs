@@ -39,7 +39,7 @@ fn cluster_mode(cluster: &RedisCluster, prefix: &str, node: &str) -> Settings {
 
 #[tokio::test]
 async fn redis_cluster_presence_meets_the_contract() {
-    let cluster = redis_cluster::shared();
+    let cluster = redis_cluster::shared().await;
     let client = cluster_client(&seeds(cluster), &TlsOptions::default(), None).unwrap();
     let p = RedisClusterPresence::new(
         client,
@@ -52,7 +52,7 @@ async fn redis_cluster_presence_meets_the_contract() {
 
 #[tokio::test]
 async fn redis_cluster_bus_meets_the_contract() {
-    let cluster = redis_cluster::shared();
+    let cluster = redis_cluster::shared().await;
     let bus = RedisClusterBus::new(
         &seeds(cluster),
         &TlsOptions::default(),
@@ -75,7 +75,7 @@ fn spublish_calls(port: u16) -> u64 {
 
 #[tokio::test]
 async fn a_signal_is_one_spublish_on_the_shard_owning_the_target_channel() {
-    let cluster = redis_cluster::shared();
+    let cluster = redis_cluster::shared().await;
     let prefix = unique_prefix("shard");
     // Two node ids whose channels live on different shards, so the third
     // shard must see no publish at all.
@@ -135,7 +135,7 @@ async fn a_signal_is_one_spublish_on_the_shard_owning_the_target_channel() {
 
 #[tokio::test]
 async fn channels_of_eight_nodes_spread_over_the_shards() {
-    let cluster = redis_cluster::shared();
+    let cluster = redis_cluster::shared().await;
     let mut spread: BTreeMap<u16, Vec<String>> = BTreeMap::new();
     for i in 1..=8 {
         let node = format!("node-{i}");
@@ -176,7 +176,7 @@ fn cluster_mode_on_a_server_that_is_not_a_cluster_node_stops_start_up() {
 
 #[tokio::test]
 async fn routing_survives_a_primary_failover_without_a_silent_signal() {
-    let mut cluster = RedisCluster::start(1);
+    let mut cluster = RedisCluster::start(1).await;
     let prefix = unique_prefix("cfail");
     let a = start_with(cluster_mode(&cluster, &prefix, "node-a")).await;
     let b = start_with(cluster_mode(&cluster, &prefix, "node-b")).await;

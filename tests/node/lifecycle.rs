@@ -27,7 +27,7 @@ async fn connect_ack_carries_the_connect_id_in_every_codec() {
             panic!("not an ack")
         };
         assert_eq!(p.client_id, ALICE.0);
-        assert_eq!(p.node_id, node.node.id.as_str());
+        assert_eq!(p.node_id, node.node.id().as_str());
         assert_eq!(p.heartbeat_interval_ms, 30_000);
         assert!(uuid::Uuid::parse_str(&p.session_id).is_ok());
         // The ack is in the session codec.
@@ -264,7 +264,7 @@ async fn a_socket_without_connect_is_closed_after_the_connect_timeout() {
     settings.server.connect_timeout = 1;
     let node = TestNode::start(settings).await;
     let mut c = node.open().await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     match c.recv_timeout(Duration::from_secs(5)).await.unwrap() {
         Incoming::Closed(code, _) => assert_eq!(code, Some(1008)),
         other => panic!("expected close, got {other:?}"),

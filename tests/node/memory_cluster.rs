@@ -84,7 +84,7 @@ async fn a_node_that_vanished_yields_peer_unreachable() {
     let _bob = b.login(BOB.0, BOB.1, JSON).await;
     // node-b's subscription disappears as a crashed node's would; its
     // records stay until their TTL.
-    bus.unsubscribe(&b.node.id);
+    bus.unsubscribe(b.node.id());
     let mut alice = a.login(ALICE.0, ALICE.1, JSON).await;
     let o = offer(BOB.0, "x");
     alice.send(&o, JSON).await.unwrap();

@@ -19,9 +19,9 @@ use std::time::Duration;
 use signal_manager_client::{Connection, Incoming};
 use signal_manager_service::app::{self, Listeners};
 use signal_manager_service::config::Settings;
-use signal_manager_service::node::Node;
 use signal_manager_service::protocol::{Codec, Message, Payload};
 use signal_manager_service::shutdown::{self, ShutdownTrigger};
+use signal_manager_service::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -59,7 +59,7 @@ impl TestNode {
 
     /// Runs an already built node.
     pub async fn run(node: Arc<Node>) -> TestNode {
-        let listeners = app::bind(&node.settings).await.expect("bind");
+        let listeners = app::bind(node.settings()).await.expect("bind");
         let url = format!("ws://{}", listeners.websocket.local_addr().unwrap());
         let admin = format!("{}", listeners.admin.local_addr().unwrap());
         let (trigger, shutdown) = shutdown::channel();
@@ -276,9 +276,16 @@ pub struct ChildNode {
 }
 
 impl ChildNode {
-    /// Spawns the binary with `args` and `env`; waits for `/readyz` 200.
+    /// Spawns the binary with `args` and `env` on free ports; waits for
+    /// `/readyz` 200. A port taken between choosing and binding makes the
+    /// node exit at once; then other ports are tried.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> ChildNode {
-        ChildNode::spawn_on(free_port(), free_port(), args, env).await
+        for _ in 0..5 {
+            if let Some(node) = ChildNode::try_spawn_on(free_port(), free_port(), args, env).await {
+                return node;
+            }
+        }
+        panic!("the node did not start on any of 5 pairs of free ports");
     }
 
     /// Like [`ChildNode::spawn`] on the given ports (to restart a node where
@@ -289,6 +296,18 @@ impl ChildNode {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> ChildNode {
+        ChildNode::try_spawn_on(port, admin_port, args, env)
+            .await
+            .unwrap_or_else(|| panic!("the node exited at start on ports {port}/{admin_port}"))
+    }
+
+    /// Spawns the node; `None` if it exits before it is ready.
+    async fn try_spawn_on(
+        port: u16,
+        admin_port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<ChildNode> {
         let mut cmd = Command::new(binary());
         cmd.args([
             "--port",
@@ -305,18 +324,22 @@ impl ChildNode {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn node binary");
-        let node = ChildNode {
+        let mut node = ChildNode {
             child,
             url: format!("ws://127.0.0.1:{port}"),
             admin: format!("127.0.0.1:{admin_port}"),
         };
-        let admin = node.admin.clone();
-        eventually("child node ready", Duration::from_secs(15), || {
-            let admin = admin.clone();
-            async move { http_get(&admin, "/readyz").await.0 == 200 }
-        })
-        .await;
-        node
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while tokio::time::Instant::now() < deadline {
+            if http_get(&node.admin, "/readyz").await.0 == 200 {
+                return Some(node);
+            }
+            if let Ok(Some(_)) = node.child.try_wait() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("child node on port {port} was not ready within 15 s");
     }
 
     /// Sends SIGTERM.

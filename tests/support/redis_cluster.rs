@@ -4,11 +4,12 @@
 //! their own prefix share one cluster ([`shared`]); tests that kill a
 //! primary start their own.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::free_port;
+use tokio::sync::OnceCell;
+
 use super::redis_proc::{base_args, cli, plain, RedisProc};
+use super::{eventually, free_port};
 
 /// A running cluster.
 pub struct RedisCluster {
@@ -33,27 +34,23 @@ fn node_args(port: u16) -> Vec<String> {
     args
 }
 
-/// Polls `check` every 50 ms for up to `limit` (blocking; for fixtures
-/// that start before any runtime exists).
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `check` (a quick redis-cli call) until it holds, up to `limit`.
+async fn wait_until(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    eventually(what, limit, || {
+        let ok = check();
+        async move { ok }
+    })
+    .await;
 }
 
 impl RedisCluster {
     /// Three primaries with `replicas` replicas each, all slots covered and
     /// `cluster_state:ok` everywhere.
-    pub fn start(replicas: usize) -> RedisCluster {
-        Self::start_with(replicas, false)
+    pub async fn start(replicas: usize) -> RedisCluster {
+        Self::start_with(replicas, false).await
     }
 
-    fn start_with(replicas: usize, watched: bool) -> RedisCluster {
+    async fn start_with(replicas: usize, watched: bool) -> RedisCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
         let nodes: Vec<RedisProc> = ports
@@ -69,7 +66,8 @@ impl RedisCluster {
         for &p in &ports {
             wait_until("cluster node answers", Duration::from_secs(10), || {
                 cli(&plain(p), &["PING"]) == "PONG"
-            });
+            })
+            .await;
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
         create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
@@ -81,21 +79,23 @@ impl RedisCluster {
         let refs: Vec<&str> = create.iter().map(String::as_str).collect();
         cli(&[], &refs);
         let cluster = RedisCluster { nodes, dir };
-        cluster.wait_healthy(Duration::from_secs(20));
+        cluster.wait_healthy(Duration::from_secs(20)).await;
         cluster
     }
 
     /// Waits until every running node says `cluster_state:ok` and (with
     /// replicas) every replica's link to its primary is up.
-    pub fn wait_healthy(&self, limit: Duration) {
+    pub async fn wait_healthy(&self, limit: Duration) {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
             wait_until("cluster_state:ok", limit, || {
                 cli(&plain(node.port), &["CLUSTER", "INFO"]).contains("cluster_state:ok")
-            });
+            })
+            .await;
             wait_until("replication link up", limit, || {
                 let info = cli(&plain(node.port), &["INFO", "replication"]);
                 info.contains("role:master") || info.contains("master_link_status:up")
-            });
+            })
+            .await;
         }
     }
 
@@ -168,7 +168,9 @@ impl RedisCluster {
 
 /// One three-primary cluster for every test in this process that only
 /// uses its own key prefix; started on first use.
-pub fn shared() -> &'static RedisCluster {
-    static SHARED: OnceLock<RedisCluster> = OnceLock::new();
-    SHARED.get_or_init(|| RedisCluster::start_with(0, true))
+pub async fn shared() -> &'static RedisCluster {
+    static SHARED: OnceCell<RedisCluster> = OnceCell::const_new();
+    SHARED
+        .get_or_init(|| RedisCluster::start_with(0, true))
+        .await
 }

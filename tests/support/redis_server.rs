@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port};
+use super::free_port;
 
 /// A running redis-server.
 pub struct RedisServer {
@@ -37,15 +37,23 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers.
+    /// Starts a server on a free port and waits until it answers. The
+    /// port is free when chosen but another process may take it before
+    /// redis-server binds: then the server exits at once and another port
+    /// is tried.
     pub async fn start() -> RedisServer {
         let mut server = RedisServer {
-            port: free_port(),
+            port: 0,
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        server.spawn().await;
-        server
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.try_spawn().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -53,7 +61,18 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server on its port; panics unless it answers.
     async fn spawn(&mut self) {
+        assert!(
+            self.try_spawn().await,
+            "redis-server could not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on its port: true once it answers, false if it
+    /// exited (the port was taken).
+    async fn try_spawn(&mut self) -> bool {
         let child = Command::new(binary())
             .args([
                 "--port",
@@ -73,13 +92,23 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let port = self.port;
-        eventually(
-            "redis-server answers",
-            Duration::from_secs(10),
-            || async move { ping(port).await },
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if ping(self.port).await {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "redis-server on port {} did not answer within 10 s",
+            self.port
+        );
     }
 
     /// Kills the server (SIGKILL); its data is gone.

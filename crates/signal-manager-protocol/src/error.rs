@@ -180,8 +180,6 @@ impl CloseCode {
     pub const POLICY: CloseCode = CloseCode(1008);
     /// 1009: message too big.
     pub const TOO_BIG: CloseCode = CloseCode(1009);
-    /// 1011: unexpected server condition.
-    pub const INTERNAL: CloseCode = CloseCode(1011);
     /// 1013: try again later.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 }

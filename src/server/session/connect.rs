@@ -5,28 +5,27 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::error::SessionError;
 use super::live::Session;
-use super::{is_too_big, send_and_close, Ws};
+use super::reader::{self, Inbound};
+use super::{send_and_close, Ws};
 use crate::auth::Verified;
 use crate::ids::ClientId;
 use crate::node::Node;
 use crate::protocol::{
-    decode_structured, encode_error, CloseCode, Codec, ConnectPayload, DisconnectPayload,
-    ErrorCode, Frame, MessageType, PayloadError, WireSignal,
+    decode_structured, CloseCode, Codec, ConnectPayload, DisconnectPayload, Frame, MessageType,
+    PayloadError, WireSignal,
 };
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
-// ---------------------------------------------------------------------------
-// Before CONNECT
-// ---------------------------------------------------------------------------
-
+/// A valid CONNECT with a verified token.
 pub(super) struct ConnectRequest {
     pub(super) message_id: Uuid,
     pub(super) codec: Codec,
@@ -34,19 +33,29 @@ pub(super) struct ConnectRequest {
     pub(super) verified: Verified,
 }
 
-/// A refusal before authentication: the ERROR frame and the close code.
+/// A refusal before authentication: what went wrong, and the codec and
+/// frame id its ERROR answers in.
 struct Refusal {
-    code: ErrorCode,
-    frame: Bytes,
-    close: CloseCode,
+    error: SessionError,
+    codec: Codec,
+    frame_id: Uuid,
 }
 
-fn refuse(codec: Codec, id: Uuid, code: ErrorCode, message: &str) -> Refusal {
-    Refusal {
-        code,
-        frame: encode_error(codec, id, code, message),
-        close: CloseCode::POLICY,
+impl Refusal {
+    fn json(error: SessionError, frame_id: Uuid) -> Refusal {
+        Refusal {
+            error,
+            codec: Codec::Json,
+            frame_id,
+        }
     }
+}
+
+/// Sends the refusal's ERROR and closes the socket with its close code.
+async fn refuse(node: &Node, ws: &mut Ws, refusal: Refusal) {
+    node.metrics().error_sent(refusal.error.code());
+    let frame = refusal.error.frame(refusal.codec, refusal.frame_id);
+    send_and_close(ws, vec![frame], refusal.error.close_code(), node).await;
 }
 
 pub(super) async fn authenticate(
@@ -54,12 +63,12 @@ pub(super) async fn authenticate(
     ws: &mut Ws,
     shutdown: &mut Shutdown,
 ) -> Option<Session> {
-    let deadline = Instant::now() + node.settings.server.connect_timeout();
+    let deadline = Instant::now() + node.settings().server.connect_timeout();
     loop {
         // Cancel-safe branches: reading keeps partial frames inside the
         // stream; the sleep and the drain signal are level-triggered.
-        let message = tokio::select! {
-            m = ws.next() => m,
+        let inbound = tokio::select! {
+            inbound = reader::next(ws) => inbound,
             _ = sleep_until(deadline) => {
                 send_and_close(ws, Vec::new(), CloseCode::POLICY, node).await;
                 return None;
@@ -69,38 +78,19 @@ pub(super) async fn authenticate(
                 return None;
             }
         };
-        let bytes = match message {
-            None | Some(Ok(WsMessage::Close(_))) => return None,
-            Some(Err(e)) if is_too_big(&e) => {
-                let r = refuse(
-                    Codec::Json,
-                    Uuid::nil(),
-                    ErrorCode::BadFrame,
-                    "message exceeds 65556 bytes",
-                );
-                node.metrics.error_sent(r.code);
-                send_and_close(ws, vec![r.frame], CloseCode::TOO_BIG, node).await;
+        let bytes = match inbound {
+            Inbound::Frame(bytes) => bytes,
+            Inbound::Ignored => continue,
+            Inbound::Closed => return None,
+            Inbound::Refused(error) => {
+                refuse(node, ws, Refusal::json(error, Uuid::nil())).await;
                 return None;
             }
-            Some(Err(_)) => return None,
-            Some(Ok(WsMessage::Text(_))) => {
-                let r = refuse(
-                    Codec::Json,
-                    Uuid::nil(),
-                    ErrorCode::UnsupportedPayloadType,
-                    "text messages are not supported; send binary frames",
-                );
-                node.metrics.error_sent(r.code);
-                send_and_close(ws, vec![r.frame], CloseCode::UNSUPPORTED_DATA, node).await;
-                return None;
-            }
-            Some(Ok(WsMessage::Binary(bytes))) => bytes,
-            Some(Ok(_)) => continue,
         };
         let span = crate::root_span!(
             "CONNECT",
             otel.kind = "server",
-            signal_manager.node_id = %node.id,
+            signal_manager.node_id = %node.id(),
             signal_manager.client_id = tracing::field::Empty,
             signal_manager.codec = tracing::field::Empty,
             signal_manager.auth_result = tracing::field::Empty,
@@ -126,103 +116,91 @@ async fn connect(
     let request = match first_frame(node, bytes) {
         Ok(request) => request,
         Err(refusal) => {
-            span.record("signal_manager.auth_result", refusal.code.as_str());
-            telemetry::record_error(span, refusal.code, "CONNECT refused");
-            node.metrics.error_sent(refusal.code);
-            send_and_close(ws, vec![refusal.frame], refusal.close, node).await;
+            let code = refusal.error.code();
+            span.record("signal_manager.auth_result", code.as_str());
+            telemetry::record_error(span, code, "CONNECT refused");
+            refuse(node, ws, refusal).await;
             return None;
         }
     };
     span.record("signal_manager.client_id", request.client.as_str());
     span.record("signal_manager.codec", request.codec.as_str());
-    let handle = match node.establish(&request.client, request.codec).await {
-        Ok(handle) => handle,
-        Err(code) => {
-            let mut r = refuse(
-                request.codec,
-                request.message_id,
-                code,
-                "cluster backend unavailable; retry",
-            );
-            r.close = CloseCode::TRY_AGAIN_LATER;
-            span.record("signal_manager.auth_result", code.as_str());
-            telemetry::record_error(span, code, "presence could not be recorded");
-            node.metrics.error_sent(code);
-            send_and_close(ws, vec![r.frame], r.close, node).await;
+    let registration = match node.establish(&request.client, request.codec).await {
+        Ok(registration) => registration,
+        Err(cause) => {
+            // The operator sees the cause once, here; the client a sentence.
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&cause), "presence registration failed; refusing CONNECT");
+            let error = SessionError::Unavailable(cause);
+            span.record("signal_manager.auth_result", error.code().as_str());
+            telemetry::record_error(span, error.code(), "presence could not be recorded");
+            let refusal = Refusal {
+                error,
+                codec: request.codec,
+                frame_id: request.message_id,
+            };
+            refuse(node, ws, refusal).await;
             return None;
         }
     };
-    let session = Session::new(node, request, handle);
+    let session = Session::new(node, request, registration);
     // CONNECT_ACK goes straight to the socket, ahead of anything queued.
     let ack = session.connect_ack(session.connect_id);
-    node.metrics.frame_sent(MessageType::ConnectAck.as_u8());
+    node.metrics().frame_sent(MessageType::ConnectAck.as_u8());
     if ws.send(WsMessage::Binary(ack)).await.is_err() {
-        session
-            .node
-            .end_session(&session.client, &session.handle)
-            .await;
+        // Dropping the session drops its registration: hub and presence.
         return None;
     }
-    node.metrics
+    node.metrics()
         .connect_duration
         .observe(received.elapsed().as_secs_f64());
     span.record("signal_manager.auth_result", "ok");
-    tracing::debug!(client = %session.client, session = %session.handle.session_id, "session established");
+    tracing::debug!(client = %session.client(), "session established");
     Some(session)
 }
 
 /// Validates the first frame: a CONNECT with a good token, else the refusal
 /// the protocol prescribes (frame validity is checked before authentication).
 fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
-    let frame = Frame::decode(bytes)
-        .map_err(|e| refuse(Codec::Json, e.message_id(), e.code(), &e.to_string()))?;
+    let frame =
+        Frame::decode(bytes).map_err(|e| Refusal::json(SessionError::Frame(e), Uuid::nil()))?;
     let id = frame.message_id;
-    node.metrics.frame_received(frame.message_type);
+    node.metrics().frame_received(frame.message_type);
     if !frame.message_type.is_client_sendable() {
-        return Err(refuse(
-            Codec::Json,
-            id,
-            ErrorCode::UnknownMessageType,
-            "server-only message type sent by a client",
-        ));
+        return Err(Refusal::json(SessionError::ServerOnly, id));
     }
     if frame.message_type != MessageType::Connect {
-        if let Err((code, message)) = check_payload(&frame) {
-            return Err(refuse(Codec::Json, id, code, &message));
-        }
-        return Err(refuse(
-            Codec::Json,
-            id,
-            ErrorCode::NotAuthenticated,
-            "send CONNECT first",
-        ));
+        check_payload(&frame).map_err(|e| Refusal::json(e, id))?;
+        return Err(Refusal::json(SessionError::NotAuthenticated, id));
     }
     let codec = Codec::from_payload_type(frame.payload_type).ok_or_else(|| {
-        refuse(
-            Codec::Json,
+        Refusal::json(
+            SessionError::Payload {
+                what: "CONNECT",
+                source: PayloadError::NotStructured,
+            },
             id,
-            ErrorCode::UnsupportedPayloadType,
-            "CONNECT needs a JSON, CBOR or protobuf payload",
         )
     })?;
-    let payload: ConnectPayload = codec
-        .decode(&frame.payload)
-        .map_err(|e| refuse(codec, id, ErrorCode::BadPayload, &e.to_string()))?;
-    let client = ClientId::new(&payload.client_id).ok_or_else(|| {
-        refuse(
-            codec,
-            id,
-            ErrorCode::BadPayload,
-            "client_id must be 1 to 128 characters of [A-Za-z0-9._:@-]",
-        )
+    let in_codec = |error| Refusal {
+        error,
+        codec,
+        frame_id: id,
+    };
+    let payload: ConnectPayload = codec.decode(&frame.payload).map_err(|source| {
+        in_codec(SessionError::Payload {
+            what: "CONNECT",
+            source,
+        })
     })?;
+    let client = ClientId::new(&payload.client_id)
+        .ok_or_else(|| in_codec(SessionError::InvalidClientId("client_id")))?;
     let verified = node
-        .auth
+        .auth()
         .verify(client.as_str(), &payload.auth_token)
         .map_err(|e| {
-            node.metrics.auth_failed(e.reason());
+            node.metrics().auth_failed(e.reason());
             tracing::info!(client = %client, reason = e.reason(), "CONNECT refused");
-            refuse(codec, id, e.code(), &e.to_string())
+            in_codec(SessionError::Auth(e))
         })?;
     Ok(ConnectRequest {
         message_id: id,
@@ -234,23 +212,26 @@ fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
 
 /// Checks a non-CONNECT frame's payload the way an authenticated session
 /// would, so invalid frames get their own code before NOT_AUTHENTICATED.
-pub(super) fn check_payload(frame: &Frame) -> Result<(), (ErrorCode, String)> {
-    let result = match frame.message_type {
-        t if t.is_signal() => decode_structured::<WireSignal>(frame).and_then(|w| {
-            crate::protocol::is_valid_client_id(&w.target_client_id)
+pub(super) fn check_payload(frame: &Frame) -> Result<(), SessionError> {
+    match frame.message_type {
+        t if t.is_signal() => {
+            let wire: WireSignal =
+                decode_structured(frame).map_err(|source| SessionError::Payload {
+                    what: "signal",
+                    source,
+                })?;
+            crate::protocol::is_valid_client_id(&wire.target_client_id)
                 .then_some(())
-                .ok_or(PayloadError::Field("target_client_id"))
-        }),
+                .ok_or(SessionError::InvalidClientId("target_client_id"))
+        }
         MessageType::Disconnect if !frame.payload.is_empty() => {
-            decode_structured::<DisconnectPayload>(frame).map(|_| ())
+            decode_structured::<DisconnectPayload>(frame)
+                .map(|_| ())
+                .map_err(|source| SessionError::Payload {
+                    what: "DISCONNECT",
+                    source,
+                })
         }
         _ => Ok(()),
-    };
-    result.map_err(|e| {
-        let code = match e {
-            PayloadError::NotStructured => ErrorCode::UnsupportedPayloadType,
-            _ => ErrorCode::BadPayload,
-        };
-        (code, e.to_string())
-    })
+    }
 }

@@ -1,29 +1,28 @@
 //! An authenticated session: the loop that reads frames, routes signals,
-//! writes the outbox, keeps the idle and expiry deadlines, and the cleanup
-//! when it ends.
+//! writes the outbox, keeps the idle and expiry deadlines, and the close
+//! when it ends (its registration guard does the cleanup).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::connect::{check_payload, ConnectRequest};
-use super::{is_too_big, send_and_close, End, Ws};
+use super::error::SessionError;
+use super::reader::{self, Inbound};
+use super::{send_and_close, End, Ws};
 use crate::ids::ClientId;
-use crate::node::router::Outgoing;
-use crate::node::{Node, SessionHandle};
+use crate::node::{Node, Outgoing, Registration, SessionHandle};
 use crate::protocol::{
-    decode_structured, encode_disconnect, encode_error, encode_frame, encode_raw, CloseCode,
-    ConnectAckPayload, ConnectPayload, DisconnectReason, ErrorCode, Frame, MessageType,
-    PayloadError, WireSignal,
+    decode_structured, encode_disconnect, encode_frame, encode_raw, CloseCode, ConnectAckPayload,
+    ConnectPayload, DisconnectReason, Frame, MessageType, WireSignal,
 };
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -33,9 +32,9 @@ use crate::telemetry;
 // ---------------------------------------------------------------------------
 
 pub(super) struct Session {
-    pub(super) node: Arc<Node>,
-    pub(super) client: ClientId,
-    pub(super) handle: Arc<SessionHandle>,
+    node: Arc<Node>,
+    /// The hub entry and presence record; dropped with the session.
+    registration: Registration,
     pub(super) connect_id: Uuid,
     expires_at: Option<Instant>,
     last_inbound: Instant,
@@ -54,16 +53,15 @@ impl Session {
     pub(super) fn new(
         node: &Arc<Node>,
         request: ConnectRequest,
-        handle: Arc<SessionHandle>,
+        registration: Registration,
     ) -> Session {
-        let server = &node.settings.server;
+        let server = &node.settings().server;
         // Both values were validated to be non-zero at start-up.
         let rate = NonZeroU32::new(server.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(server.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
         Session {
             node: Arc::clone(node),
-            client: request.client,
-            handle,
+            registration,
             connect_id: request.message_id,
             expires_at: to_instant(request.verified.expires_at),
             last_inbound: Instant::now(),
@@ -72,11 +70,20 @@ impl Session {
         }
     }
 
+    /// The authenticated client.
+    pub(super) fn client(&self) -> &ClientId {
+        self.registration.client()
+    }
+
+    fn handle(&self) -> &Arc<SessionHandle> {
+        self.registration.handle()
+    }
+
     pub(super) fn connect_ack(&self, message_id: Uuid) -> Bytes {
         let payload = ConnectAckPayload {
-            session_id: self.handle.session_id.to_string(),
-            client_id: self.client.as_str().to_owned(),
-            node_id: self.node.id.as_str().to_owned(),
+            session_id: self.handle().session_id.to_string(),
+            client_id: self.client().as_str().to_owned(),
+            node_id: self.node.id().as_str().to_owned(),
             heartbeat_interval_ms: u32::try_from(self.node.heartbeat().as_millis())
                 .unwrap_or(u32::MAX),
         };
@@ -84,7 +91,7 @@ impl Session {
         encode_frame(
             MessageType::ConnectAck,
             message_id,
-            self.handle.codec,
+            self.handle().codec,
             &payload,
         )
         .unwrap_or_default()
@@ -100,12 +107,13 @@ impl Session {
 
     /// Queues a frame for this client; a full queue ends the session.
     fn queue(&self, frame: Bytes) {
-        let _ = self.handle.deliver(frame);
+        let _ = self.handle().deliver(frame);
     }
 
-    fn reply_error(&self, id: Uuid, code: ErrorCode, message: &str) {
-        self.node.metrics.error_sent(code);
-        self.queue(encode_error(self.handle.codec, id, code, message));
+    /// Answers the frame `id` with the error's ERROR.
+    fn reply_error(&self, id: Uuid, error: &SessionError) {
+        self.node.metrics().error_sent(error.code());
+        self.queue(error.frame(self.handle().codec, id));
     }
 
     pub(super) async fn serve(&mut self, ws: &mut Ws, shutdown: &mut Shutdown) -> End {
@@ -116,8 +124,8 @@ impl Session {
             // keeps partial frames in the stream, the sleep is recomputed.
             tokio::select! {
                 biased;
-                _ = self.handle.changed() => {
-                    let closing = self.handle.take(&mut batch);
+                _ = self.registration.handle().changed() => {
+                    let closing = self.handle().take(&mut batch);
                     if let Err(end) = self.write(ws, &mut batch).await {
                         return end;
                     }
@@ -125,8 +133,8 @@ impl Session {
                         return End::Disconnect(reason);
                     }
                 }
-                message = ws.next() => {
-                    if let Some(end) = self.on_message(message).await {
+                inbound = reader::next(ws) => {
+                    if let Some(end) = self.on_inbound(inbound).await {
                         return end;
                     }
                 }
@@ -148,7 +156,7 @@ impl Session {
         if batch.is_empty() {
             return Ok(());
         }
-        let metrics = &self.node.metrics;
+        let metrics = self.node.metrics();
         let write = async {
             for frame in batch.drain(..) {
                 metrics.frame_sent(frame[1]);
@@ -158,40 +166,30 @@ impl Session {
         };
         tokio::select! {
             result = write => result.map_err(|_| End::Gone),
-            _ = self.handle.close_requested() => {
-                let reason = self.handle.closing().unwrap_or(DisconnectReason::SlowConsumer);
+            _ = self.handle().close_requested() => {
+                let reason = self.handle().closing().unwrap_or(DisconnectReason::SlowConsumer);
                 Err(End::Disconnect(reason))
             }
         }
     }
 
-    async fn on_message(&mut self, message: Option<Result<WsMessage, WsError>>) -> Option<End> {
-        match message {
-            None | Some(Ok(WsMessage::Close(_))) => Some(End::Gone),
-            Some(Err(e)) if is_too_big(&e) => {
-                self.reply_error(
-                    Uuid::nil(),
-                    ErrorCode::BadFrame,
-                    "message exceeds 65556 bytes",
-                );
-                Some(End::AfterError(CloseCode::TOO_BIG))
-            }
-            Some(Err(_)) => Some(End::Gone),
-            Some(Ok(WsMessage::Text(_))) => {
-                self.last_inbound = Instant::now();
-                self.reply_error(
-                    Uuid::nil(),
-                    ErrorCode::UnsupportedPayloadType,
-                    "text messages are not supported; send binary frames",
-                );
-                Some(End::AfterError(CloseCode::UNSUPPORTED_DATA))
-            }
-            Some(Ok(WsMessage::Binary(bytes))) => {
+    async fn on_inbound(&mut self, inbound: Inbound) -> Option<End> {
+        match inbound {
+            Inbound::Frame(bytes) => {
                 self.last_inbound = Instant::now();
                 self.on_frame(bytes).await
             }
             // Pings are answered by the WebSocket layer and are not activity.
-            Some(Ok(_)) => None,
+            Inbound::Ignored => None,
+            Inbound::Closed => Some(End::Gone),
+            Inbound::Refused(error) => {
+                if matches!(error, SessionError::TextMessage) {
+                    self.last_inbound = Instant::now();
+                }
+                self.reply_error(Uuid::nil(), &error);
+                debug_assert!(error.ends_session());
+                Some(End::AfterError(error.close_code()))
+            }
         }
     }
 
@@ -203,21 +201,21 @@ impl Session {
                 Ok(f) => f.message_id,
                 Err(e) => e.message_id(),
             };
-            self.reply_error(
-                id,
-                ErrorCode::RateLimited,
-                "message rate exceeded; frame dropped",
-            );
+            self.reply_error(id, &SessionError::RateLimited);
             return None;
         }
         let frame = match frame {
             Ok(frame) => frame,
-            Err(e) => return self.invalid(e.message_id(), e.code(), &e.to_string()),
+            Err(e) => return self.invalid(Uuid::nil(), SessionError::Frame(e)),
         };
-        self.node.metrics.frame_received(frame.message_type);
+        self.node.metrics().frame_received(frame.message_type);
         let id = frame.message_id;
         match frame.message_type {
             MessageType::Heartbeat => {
+                #[cfg(test)]
+                if frame.payload[..] == *super::tests::PANIC_HEARTBEAT {
+                    panic!("test hook: the session task panics");
+                }
                 self.invalid_streak = 0;
                 // Echo: same id, same payload type, same bytes.
                 let ack = encode_raw(
@@ -235,22 +233,19 @@ impl Session {
             | MessageType::SignalIceCandidate => self.signal(&frame).await,
             MessageType::Disconnect => match check_payload(&frame) {
                 Ok(()) => Some(End::Disconnect(DisconnectReason::ClientLeft)),
-                Err((code, message)) => self.invalid(id, code, &message),
+                Err(error) => self.invalid(id, error),
             },
-            MessageType::ConnectAck | MessageType::HeartbeatAck | MessageType::Error => self
-                .invalid(
-                    id,
-                    ErrorCode::UnknownMessageType,
-                    "server-only message type sent by a client",
-                ),
+            MessageType::ConnectAck | MessageType::HeartbeatAck | MessageType::Error => {
+                self.invalid(id, SessionError::ServerOnly)
+            }
         }
     }
 
     /// Answers an invalid frame; too many in a row end the session (POLICY).
-    fn invalid(&mut self, id: Uuid, code: ErrorCode, message: &str) -> Option<End> {
-        self.reply_error(id, code, message);
+    fn invalid(&mut self, id: Uuid, error: SessionError) -> Option<End> {
+        self.reply_error(id, &error);
         self.invalid_streak += 1;
-        (self.invalid_streak >= self.node.settings.server.max_invalid_frames)
+        (self.invalid_streak >= self.node.settings().server.max_invalid_frames)
             .then_some(End::Disconnect(DisconnectReason::Policy))
     }
 
@@ -258,30 +253,27 @@ impl Session {
         let id = frame.message_id;
         let payload: ConnectPayload = match decode_structured(frame) {
             Ok(p) => p,
-            Err(PayloadError::NotStructured) => {
+            Err(source) => {
                 return self.invalid(
                     id,
-                    ErrorCode::UnsupportedPayloadType,
-                    "CONNECT needs a JSON, CBOR or protobuf payload",
+                    SessionError::Payload {
+                        what: "CONNECT",
+                        source,
+                    },
                 )
             }
-            Err(e) => return self.invalid(id, ErrorCode::BadPayload, &e.to_string()),
         };
-        if payload.client_id != self.client.as_str() {
-            return self.invalid(
-                id,
-                ErrorCode::BadPayload,
-                "a refresh CONNECT must keep the session's client_id",
-            );
+        if payload.client_id != self.client().as_str() {
+            return self.invalid(id, SessionError::ClientIdChanged);
         }
         self.invalid_streak = 0;
         let span = crate::root_span!(
             "CONNECT",
             otel.kind = "server",
-            signal_manager.node_id = %self.node.id,
-            signal_manager.client_id = self.client.as_str(),
-            signal_manager.codec = self.handle.codec.as_str(),
-            signal_manager.session_id = %self.handle.session_id,
+            signal_manager.node_id = %self.node.id(),
+            signal_manager.client_id = self.client().as_str(),
+            signal_manager.codec = self.handle().codec.as_str(),
+            signal_manager.session_id = %self.handle().session_id,
             signal_manager.refresh = true,
             signal_manager.auth_result = tracing::field::Empty,
             trace_id = tracing::field::Empty,
@@ -291,8 +283,8 @@ impl Session {
         let _entered = span.enter();
         match self
             .node
-            .auth
-            .verify(self.client.as_str(), &payload.auth_token)
+            .auth()
+            .verify(self.client().as_str(), &payload.auth_token)
         {
             Ok(verified) => {
                 span.record("signal_manager.auth_result", "ok");
@@ -302,8 +294,8 @@ impl Session {
             Err(e) => {
                 span.record("signal_manager.auth_result", e.code().as_str());
                 telemetry::record_error(&span, e.code(), "token refresh refused");
-                self.node.metrics.auth_failed(e.reason());
-                self.reply_error(id, e.code(), &e.to_string());
+                self.node.metrics().auth_failed(e.reason());
+                self.reply_error(id, &SessionError::Auth(e));
             }
         }
         None
@@ -317,12 +309,12 @@ impl Session {
             messaging.operation.type = "send",
             messaging.message.id = %frame.message_id,
             signal_manager.message_type = frame.message_type.as_str(),
-            signal_manager.source = self.client.as_str(),
+            signal_manager.source = self.client().as_str(),
             signal_manager.target = tracing::field::Empty,
             signal_manager.route = tracing::field::Empty,
-            signal_manager.session_id = %self.handle.session_id,
-            signal_manager.codec = self.handle.codec.as_str(),
-            signal_manager.node_id = %self.node.id,
+            signal_manager.session_id = %self.handle().session_id,
+            signal_manager.codec = self.handle().codec.as_str(),
+            signal_manager.node_id = %self.node.id(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
@@ -337,45 +329,43 @@ impl Session {
         let id = frame.message_id;
         let wire: WireSignal = match decode_structured(frame) {
             Ok(w) => w,
-            Err(PayloadError::NotStructured) => {
-                telemetry::record_error(span, ErrorCode::UnsupportedPayloadType, "not structured");
-                return self.invalid(
-                    id,
-                    ErrorCode::UnsupportedPayloadType,
-                    "signals need a JSON, CBOR or protobuf payload",
-                );
-            }
-            Err(e) => {
-                telemetry::record_error(span, ErrorCode::BadPayload, "payload does not decode");
-                return self.invalid(id, ErrorCode::BadPayload, &e.to_string());
+            Err(source) => {
+                let error = SessionError::Payload {
+                    what: "signal",
+                    source,
+                };
+                telemetry::record_error(span, error.code(), "payload does not decode");
+                return self.invalid(id, error);
             }
         };
         if !crate::protocol::is_valid_client_id(&wire.target_client_id) {
-            telemetry::record_error(span, ErrorCode::BadPayload, "invalid target_client_id");
-            return self.invalid(id, ErrorCode::BadPayload, "invalid target_client_id");
+            let error = SessionError::InvalidClientId("target_client_id");
+            telemetry::record_error(span, error.code(), "invalid target_client_id");
+            return self.invalid(id, error);
         }
         self.invalid_streak = 0;
         let outgoing = Outgoing {
             kind: frame.message_type,
             message_id: id,
-            source: &self.client,
+            source: self.registration.client(),
             target: &wire.target_client_id,
             data: &wire.signal_data,
         };
         span.record("signal_manager.target", outgoing.target);
         // Local and cached routes complete without waiting; only a presence
         // lookup is awaited, boxed so the session's future stays small.
-        let routed = match self.node.route_now(&outgoing, &self.handle) {
+        let handle = self.registration.handle();
+        let routed = match self.node.route_now(&outgoing, handle) {
             Some(result) => result,
-            None => Box::pin(self.node.route_after_lookup(&outgoing, &self.handle)).await,
+            None => Box::pin(self.node.route_after_lookup(&outgoing, handle)).await,
         };
-        if let Err(code) = routed {
-            let message = crate::node::router::describe(code);
-            telemetry::record_error(span, code, message);
-            self.reply_error(id, code, message);
+        if let Err(error) = routed {
+            let error = SessionError::Route(error);
+            telemetry::record_error(span, error.code(), &error.sentence());
+            self.reply_error(id, &error);
         }
         self.node
-            .metrics
+            .metrics()
             .route_duration
             .observe(started.elapsed().as_secs_f64());
         None
@@ -390,28 +380,26 @@ impl Session {
         };
         // Refuse further deliveries first, so a late signal gets an ERROR
         // instead of sitting in a queue nobody writes.
-        self.handle.close(reason);
-        self.node.end_session(&self.client, &self.handle).await;
-        let counted = match end {
-            End::AfterError(_) => None,
-            _ => Some(reason),
-        };
-        if let Some(reason) = counted {
-            self.node.metrics.disconnected(reason);
+        let handle = Arc::clone(self.handle());
+        let client = self.client().clone();
+        handle.close(reason);
+        self.registration.end().await;
+        if !matches!(end, End::AfterError(_)) {
+            self.node.metrics().disconnected(reason);
         }
         if matches!(end, End::Gone) {
             return;
         }
         let mut frames = Vec::new();
         if reason != DisconnectReason::SlowConsumer {
-            self.handle.take(&mut frames);
+            handle.take(&mut frames);
         }
         if let End::Disconnect(reason) = end {
             if reason != DisconnectReason::ClientLeft {
-                frames.push(encode_disconnect(self.handle.codec, reason));
+                frames.push(encode_disconnect(handle.codec, reason));
             }
         }
-        tracing::debug!(client = %self.client, reason = %reason, "session ended");
+        tracing::debug!(%client, %reason, "session ended");
         send_and_close(ws, frames, close, &self.node).await;
     }
 }

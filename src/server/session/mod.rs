@@ -1,12 +1,20 @@
 //! One task per WebSocket: waits for CONNECT, then serves the session as the
-//! only writer to its socket until it ends, and cleans up on every path.
+//! only writer to its socket until it ends. The session's hub entry and
+//! presence record belong to a [`crate::node::Registration`] guard, so they
+//! go away on every path, a panic included.
 //!
-//! Layout: `connect.rs` (everything before a successful CONNECT),
-//! `live.rs` (the authenticated session loop and its cleanup), and here the
-//! entry point and the closing helpers both use.
+//! Layout: `reader.rs` (the one frame reader of both phases), `error.rs`
+//! (every refusal, mapped once to its code, sentence and close code),
+//! `connect.rs` (everything before a successful CONNECT), `live.rs` (the
+//! authenticated session loop), and here the entry point and the closing
+//! helpers both use.
 
 mod connect;
+mod error;
 mod live;
+mod reader;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -59,30 +66,23 @@ pub(super) async fn await_close(ws: &mut Ws) {
     .await;
 }
 
-pub(super) fn close_frame(code: CloseCode, reason: &'static str) -> WsMessage {
+fn close_frame(code: CloseCode) -> WsMessage {
     WsMessage::Close(Some(CloseFrame {
         code: WsCloseCode::from(code.0),
-        reason: reason.into(),
+        reason: "".into(),
     }))
-}
-
-pub(super) fn is_too_big(error: &WsError) -> bool {
-    matches!(
-        error,
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_)
-    )
 }
 
 /// Sends `frames`, then a close frame, then waits for the peer's close.
 pub(super) async fn send_and_close(ws: &mut Ws, frames: Vec<Bytes>, code: CloseCode, node: &Node) {
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         for frame in frames {
-            node.metrics.frame_sent(frame[1]);
+            node.metrics().frame_sent(frame[1]);
             if ws.feed(WsMessage::Binary(frame)).await.is_err() {
                 return;
             }
         }
-        if ws.send(close_frame(code, "")).await.is_ok() {
+        if ws.send(close_frame(code)).await.is_ok() {
             await_close(ws).await;
         }
     })

@@ -1,0 +1,101 @@
+//! The local route and the hub lookup, exposed to the criterion benches
+//! (`cargo bench --features bench`) and nothing else.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use uuid::Uuid;
+
+use super::{Node, OutboxLimits, Outgoing, SessionHandle};
+use crate::ids::{ClientId, SessionId};
+use crate::protocol::{Codec, MessageType};
+
+/// A node's hub with sessions whose queues are drained by the bench.
+pub struct LocalRoute {
+    node: Arc<Node>,
+    sender: Arc<SessionHandle>,
+    source: ClientId,
+}
+
+/// A queue large enough that a bench iteration never overflows it.
+const LIMITS: OutboxLimits = OutboxLimits {
+    frames: 1 << 20,
+    bytes: 1 << 30,
+};
+
+impl LocalRoute {
+    /// Adds `others` idle sessions and the sender `source` to `node`'s hub
+    /// (`None` when `source` is not a valid client id).
+    pub fn new(node: Arc<Node>, others: usize, source: &str) -> Option<LocalRoute> {
+        for i in 0..others {
+            if let Some(id) = ClientId::new(&format!("client-{i}")) {
+                node.hub.insert(id, session(Codec::Json));
+            }
+        }
+        let source = ClientId::new(source)?;
+        let sender = session(Codec::Json);
+        node.hub.insert(source.clone(), Arc::clone(&sender));
+        Some(LocalRoute {
+            node,
+            sender,
+            source,
+        })
+    }
+
+    /// Adds (or replaces) the target `id` with session codec `codec`; the
+    /// returned drain empties its queue.
+    pub fn target(&self, id: &str, codec: Codec) -> Target {
+        let handle = session(codec);
+        if let Some(id) = ClientId::new(id) {
+            self.node.hub.insert(id, Arc::clone(&handle));
+        }
+        Target {
+            handle,
+            drained: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Routes one ICE candidate to `target` as a session would; true when
+    /// it was queued locally without waiting.
+    pub fn route(&self, target: &str, data: &str) -> bool {
+        let signal = Outgoing {
+            kind: MessageType::SignalIceCandidate,
+            message_id: Uuid::nil(),
+            source: &self.source,
+            target,
+            data,
+        };
+        match self.node.route_now(&signal, &self.sender) {
+            Some(result) => result.is_ok(),
+            None => self
+                .node
+                .route_after_lookup(&signal, &self.sender)
+                .now_or_never()
+                .is_some_and(|r| r.is_ok()),
+        }
+    }
+
+    /// Looks a client up in the hub.
+    pub fn lookup(&self, client: &str) -> bool {
+        self.node.hub.get(client).is_some()
+    }
+}
+
+/// A bench target's queue.
+pub struct Target {
+    handle: Arc<SessionHandle>,
+    drained: Vec<bytes::Bytes>,
+}
+
+impl Target {
+    /// Empties the queue; false if the session closed.
+    pub fn drain(&mut self) -> bool {
+        let open = self.handle.take(&mut self.drained).is_none();
+        self.drained.clear();
+        open
+    }
+}
+
+fn session(codec: Codec) -> Arc<SessionHandle> {
+    Arc::new(SessionHandle::new(SessionId::generate(), codec, LIMITS))
+}
