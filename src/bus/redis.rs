@@ -118,6 +118,7 @@ async fn run_publisher(
     metrics: Arc<Metrics>,
 ) {
     let mut connection: Option<MultiplexedConnection> = None;
+    let mut generation = client.generation();
     let mut retry_at = Instant::now();
     let mut batch: Vec<PublishRequest> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -128,7 +129,12 @@ async fn run_publisher(
                 Err(_) => break,
             }
         }
+        if client.generation() != generation {
+            // Sentinel switched the master: this one may be the demoted one.
+            connection = None;
+        }
         if connection.is_none() && Instant::now() >= retry_at {
+            generation = client.generation();
             connection = connect(&client).await;
             if connection.is_none() {
                 // Fail fast for a moment instead of paying a connect timeout per batch.
@@ -188,6 +194,7 @@ async fn run_subscriber(
     resubscribe: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut switches = client.switches();
     loop {
         let subscribed = async {
             let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.pubsub())
@@ -219,6 +226,10 @@ async fn run_subscriber(
                     },
                     _ = resubscribe.notified() => {
                         tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                        break;
+                    }
+                    _ = switches.changed() => {
+                        tracing::info!(%channel, "the master was switched; re-subscribing");
                         break;
                     }
                 }

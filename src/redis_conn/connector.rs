@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use redis::aio::{MultiplexedConnection, PubSub};
 use redis::IntoConnectionInfo;
+use tokio::sync::watch;
 
 use super::sentinel::SentinelSet;
 use super::{RedisSetupError, TlsOptions};
@@ -23,6 +24,11 @@ pub struct Connector(Arc<Inner>);
 struct Inner {
     target: Target,
     last_failure: Mutex<Option<String>>,
+    /// Bumped on every Sentinel `+switch-master` for our master: a
+    /// connection made under an older generation may be talking to a
+    /// demoted master, which still answers (reads, PUBLISH) but is no
+    /// longer the one the cluster uses.
+    generation: watch::Sender<u64>,
 }
 
 enum Target {
@@ -59,14 +65,41 @@ impl Connector {
         tls: &TlsOptions,
     ) -> Result<Connector, RedisSetupError> {
         let set = SentinelSet::new(urls, master, sentinel_password, tls)?;
-        Ok(Connector::new(Target::Sentinel(set)))
+        let watcher = set.switch_watcher();
+        let connector = Connector::new(Target::Sentinel(set));
+        // Outside a runtime (a unit test) there is nothing to watch with;
+        // connections then follow a failover only when they fail.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (owner, inner) = (Arc::downgrade(&connector.0), Arc::downgrade(&connector.0));
+            let alive = move || owner.strong_count() > 0;
+            let switched = move || {
+                if let Some(inner) = inner.upgrade() {
+                    inner.generation.send_modify(|g| *g += 1);
+                    tracing::warn!("Sentinel switched the master; reconnecting to the new one");
+                }
+            };
+            runtime.spawn(watcher.run(alive, switched));
+        }
+        Ok(connector)
     }
 
     fn new(target: Target) -> Connector {
         Connector(Arc::new(Inner {
             target,
             last_failure: Mutex::new(None),
+            generation: watch::Sender::new(0),
         }))
+    }
+
+    /// The current master generation (see [`Connector::switches`]).
+    pub fn generation(&self) -> u64 {
+        *self.0.generation.borrow()
+    }
+
+    /// Changes whenever the Sentinels switch the master: holders of a
+    /// connection drop it and make a new one.
+    pub fn switches(&self) -> watch::Receiver<u64> {
+        self.0.generation.subscribe()
     }
 
     async fn client(&self) -> redis::RedisResult<redis::Client> {

@@ -1,7 +1,8 @@
 //! The pool of command connections (deadpool), made through a
 //! [`Connector`] so that in Sentinel mode each new connection goes to the
 //! current master. A pooled connection is checked with `PING` before reuse;
-//! one that fails (its server died) is replaced.
+//! one that fails (its server died), or that was made before Sentinel
+//! switched the master, is replaced.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,21 +20,35 @@ pub struct Manager {
     ping: AtomicUsize,
 }
 
+/// A pooled connection with the master generation it was made under.
+pub struct Tagged {
+    conn: MultiplexedConnection,
+    generation: u64,
+}
+
 impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
+    type Type = Tagged;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.connector.multiplexed().await
+    async fn create(&self) -> Result<Tagged, RedisError> {
+        let generation = self.connector.generation();
+        Ok(Tagged {
+            conn: self.connector.multiplexed().await?,
+            generation,
+        })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        _: &Metrics,
-    ) -> RecycleResult<RedisError> {
+    async fn recycle(&self, tagged: &mut Tagged, _: &Metrics) -> RecycleResult<RedisError> {
+        if tagged.generation != self.connector.generation() {
+            // Made before Sentinel switched the master: it may be talking
+            // to the demoted one.
+            return Err(RecycleError::message("the master was switched"));
+        }
         let token = self.ping.fetch_add(1, Ordering::Relaxed).to_string();
-        let answer: String = redis::cmd("PING").arg(&token).query_async(conn).await?;
+        let answer: String = redis::cmd("PING")
+            .arg(&token)
+            .query_async(&mut tagged.conn)
+            .await?;
         if answer == token {
             Ok(())
         } else {
@@ -57,13 +72,13 @@ impl From<managed::Object<Manager>> for Connection {
 impl Deref for Connection {
     type Target = MultiplexedConnection;
     fn deref(&self) -> &MultiplexedConnection {
-        &self.0
+        &self.0.conn
     }
 }
 
 impl DerefMut for Connection {
     fn deref_mut(&mut self) -> &mut MultiplexedConnection {
-        &mut self.0
+        &mut self.0.conn
     }
 }
 
@@ -72,7 +87,7 @@ impl ConnectionLike for Connection {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        self.0.req_packed_command(cmd)
+        self.0.conn.req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -81,11 +96,11 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
+        self.0.conn.req_packed_commands(cmd, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.0.conn.get_db()
     }
 }
 

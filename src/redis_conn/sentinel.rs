@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError};
 
 use super::{RedisSetupError, TlsOptions};
@@ -107,6 +109,14 @@ impl SentinelSet {
         }
     }
 
+    /// A watcher of this set's `+switch-master` announcements.
+    pub fn switch_watcher(&self) -> SwitchWatcher {
+        SwitchWatcher {
+            sentinels: self.sentinels.clone(),
+            master: self.master.clone(),
+        }
+    }
+
     async fn master_address(&self) -> redis::RedisResult<(String, u16)> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut reasons = Vec::new();
@@ -137,5 +147,55 @@ impl SentinelSet {
             .arg(&self.master)
             .query_async(&mut conn)
             .await
+    }
+}
+
+/// Listens to the Sentinels' `+switch-master` channel (one Sentinel at a
+/// time, the next one when it fails) and reports switches of our master.
+pub struct SwitchWatcher {
+    sentinels: Vec<redis::Client>,
+    master: String,
+}
+
+impl SwitchWatcher {
+    /// Calls `switched` on each switch of our master; runs while `alive`.
+    pub async fn run(
+        self,
+        alive: impl Fn() -> bool + Send + 'static,
+        switched: impl Fn() + Send + 'static,
+    ) {
+        let mut index = 0;
+        let mut backoff = Duration::from_millis(100);
+        while alive() {
+            let client = &self.sentinels[index % self.sentinels.len()];
+            index += 1;
+            let subscribed = tokio::time::timeout(SENTINEL_TIMEOUT, async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe("+switch-master").await?;
+                Ok::<_, RedisError>(pubsub)
+            })
+            .await;
+            if let Ok(Ok(pubsub)) = subscribed {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                while alive() {
+                    // Wake now and then to notice an owner that is gone.
+                    let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+                    match next {
+                        Err(_) => continue,
+                        Ok(None) => break,
+                        Ok(Some(message)) => {
+                            // "<name> <old ip> <old port> <new ip> <new port>"
+                            let text: String = message.get_payload().unwrap_or_default();
+                            if text.split_whitespace().next() == Some(self.master.as_str()) {
+                                switched();
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use signal_manager_service::config::RedisMode;
 use tokio::time::Instant;
 
+use signal_manager_service::protocol::Codec;
+
+use crate::support::redis_proc::{cli, plain};
 use crate::support::redis_sentinel::{SentinelSet, MASTER_NAME};
 use crate::support::*;
 use crate::traffic::Traffic;
@@ -75,4 +78,51 @@ async fn nodes_follow_a_sentinel_failover_without_a_silent_signal() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn nodes_leave_a_demoted_master_on_a_manual_failover() {
+    let set = SentinelSet::start().await;
+    let prefix = unique_prefix("switch");
+    let a = start_with(sentinel_settings(&set, &prefix, "node-a")).await;
+    let b = start_with(sentinel_settings(&set, &prefix, "node-b")).await;
+    crosses(&a, &b, ALICE, BOB).await;
+    let traffic = Traffic::start(&a.url, ALICE, &b.url, BOB).await;
+    traffic.wait_back(LONG).await;
+
+    // The old master stays up and answers, as a replica: only the
+    // +switch-master announcement tells the nodes to leave it.
+    let (old, new) = (set.master.port, set.replica.port);
+    let started = Instant::now();
+    assert_eq!(
+        cli(
+            &plain(set.sentinels[0].port),
+            &["SENTINEL", "FAILOVER", MASTER_NAME]
+        ),
+        "OK"
+    );
+    eventually("Sentinel names the replica", FAILOVER_BUDGET, || {
+        let reported = set.reported_master_port();
+        async move { reported == Some(new) }
+    })
+    .await;
+    let channel = format!("{prefix}:node:node-b");
+    eventually("node-b subscribed on the new master only", LONG, || {
+        let (on_new, on_old) = (
+            cli(&plain(new), &["PUBSUB", "NUMSUB", &channel]),
+            cli(&plain(old), &["PUBSUB", "NUMSUB", &channel]),
+        );
+        async move { on_new.ends_with('1') && on_old.ends_with('0') }
+    })
+    .await;
+    traffic.wait_back(LONG).await;
+    let outcome = traffic.finish(started).await;
+    println!("manual sentinel failover: {outcome:?}");
+    assert_eq!(outcome.silent, 0);
+    assert_eq!(outcome.duplicated, 0);
+    // Writes go to the new master: a new session registers there (a write
+    // on the demoted master would fail, and the CONNECT with it).
+    let mut again = a.login(ALICE.0, ALICE.1, Codec::Json).await;
+    again.close().await;
+    assert!(cli(&plain(new), &["EXISTS", &format!("{prefix}:node:node-a")]).ends_with('1'));
 }
