@@ -1,13 +1,16 @@
 //! Redis over TLS (`rediss://`, rustls): nodes route across each other
-//! through a TLS-only server that requires client certificates; a CA that
+//! through a TLS-only server that requires client certificates, and
+//! through a TLS-only Redis Cluster; a CA that
 //! does not verify the server keeps a node unready with one log line
 //! naming the reason; a bad TLS file stops start-up naming its key.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use signal_manager_service::config::RedisMode;
 use signal_manager_service::redis_conn::{Connector, TlsOptions};
 
+use crate::support::redis_cluster::RedisCluster;
 use crate::support::redis_tls::TlsRedis;
 use crate::support::*;
 use crate::*;
@@ -153,4 +156,21 @@ fn a_bad_tls_file_stops_start_up_naming_its_key() {
             "{key}: the error names {name}: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn nodes_route_across_each_other_over_tls_in_redis_cluster() {
+    let cluster = RedisCluster::start_tls().await;
+    let files = cluster.tls.as_ref().expect("a TLS cluster");
+    let prefix = unique_prefix("ctls");
+    let settings = |node: &str| {
+        let mut s = settings_for_url(&cluster.urls(), &prefix, node);
+        s.cluster.redis_mode = RedisMode::Cluster;
+        s.cluster.redis_tls_ca_path = Some(files.ca.clone());
+        s
+    };
+    let a = start_with(settings("node-a")).await;
+    let b = start_with(settings("node-b")).await;
+    crosses(&a, &b, ALICE, BOB).await;
+    crosses(&b, &a, BOB, ALICE).await;
 }
