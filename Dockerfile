@@ -2,31 +2,34 @@
 #
 #   docker build -t signal-manager-service:local .
 #
-# Stage "build" compiles a release binary; the dependency layer is cached
-# apart from the sources, so editing code recompiles only this crate. Stage
-# "runtime" is debian:bookworm-slim with a non-root user, the binary, a
-# default configuration and a curl-free health check.
+# Stage "plan" reduces the Cargo workspace to a skeleton (manifests of the
+# root package and of every member under crates/, the lock file, empty
+# stubs); stage "build" compiles the dependencies from that skeleton, in a
+# layer that is rebuilt only when a manifest or Cargo.lock changes, then
+# compiles the release binary from the real sources. Stage "runtime" is
+# debian:bookworm-slim with a non-root user, the binary, a default
+# configuration and a curl-free health check.
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
+FROM ${RUST_IMAGE} AS plan
+COPY . /src
+RUN sh /src/deploy/docker/skeleton.sh /src /skeleton
+
 FROM ${RUST_IMAGE} AS build
 WORKDIR /app
 
-# 1. Dependencies only: a skeleton crate with the real manifest and lock file.
-COPY deploy/docker/skeleton.sh /usr/local/bin/skeleton
-COPY Cargo.toml Cargo.lock ./
-RUN sh /usr/local/bin/skeleton Cargo.toml \
- && cargo build --release --locked \
- && rm -rf src
+# 1. Dependencies only. The skeleton's files have the same content whenever
+#    the manifests do, so this layer stays cached across source edits.
+COPY --from=plan /skeleton/ ./
+RUN cargo build --release --locked --bin signal-manager-service
 
-# 2. The crate itself. Forget the skeleton's own artefacts so cargo rebuilds
-#    the crate from the real sources whatever their timestamps.
+# 2. The workspace itself. The real sources replace the stubs; touching them
+#    makes them newer than the stubs' build, so cargo rebuilds every member
+#    of the workspace whatever the timestamps in the build context.
 COPY . .
-RUN rm -f Cargo.toml.orig \
- && rm -rf target/release/.fingerprint/signal-manager-service-* \
-           target/release/deps/signal_manager_service-* \
-           target/release/deps/libsignal_manager_service-* \
+RUN find . -path ./target -prune -o -type f -exec touch {} + \
  && cargo build --release --locked --bin signal-manager-service \
  && install -D -m 0755 target/release/signal-manager-service /out/signal-manager-service
 

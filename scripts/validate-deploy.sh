@@ -11,12 +11,14 @@
 #     security context against the image), and proof that those assertions
 #     catch a few broken renders.
 #   - docker-compose.yml: `docker-compose config -q`, with and without the
-#     monitoring profile, plus assertions on the resolved configuration.
-#   - HAProxy configuration: `haproxy -c`.
+#     tracing and monitoring profiles, plus assertions on the resolved
+#     configuration, and with the deployment test's override.
+#   - HAProxy configuration: `haproxy -c`, with and without its parameters.
 #   - systemd unit: `systemd-analyze verify` and its security exposure score
 #     (skipped, with a note, only when systemd-analyze is not available).
-#   - Container image: the dependency-layer skeleton accepts the current
-#     Cargo.toml, and the health check script answers 200 / non-200 correctly.
+#   - Container image: the dependency-layer skeleton covers every workspace
+#     member, and the health check script probes the configured admin address
+#     and answers 200 / non-200 correctly.
 #   - Grafana dashboard and Prometheus configuration use the service's
 #     metric names.
 #
@@ -381,19 +383,29 @@ check "Chart appVersion is the crate version" chart_versions_match
 # --- docker-compose ----------------------------------------------------------
 
 check "docker-compose config -q" "$COMPOSE" -f docker-compose.yml config -q
+check "docker-compose config -q --profile tracing" "$COMPOSE" -f docker-compose.yml --profile tracing config -q
 check "docker-compose config -q --profile monitoring" "$COMPOSE" -f docker-compose.yml --profile monitoring config -q
 
+# compose_assertions PROFILE: check_rendered compose on the resolved file.
 compose_assertions() {
   local profile_args=() check_args=()
-  if [ "${1:-}" = monitoring ]; then
-    profile_args=(--profile monitoring)
-    check_args=(--monitoring)
+  if [ "$1" != default ]; then
+    profile_args=(--profile "$1")
+    check_args=("--$1")
   fi
   "$COMPOSE" -f docker-compose.yml "${profile_args[@]}" config --format json >"$WORK/compose-$1.json"
   check_rendered compose "$WORK/compose-$1.json" "${check_args[@]}"
 }
 check "compose services and wiring" compose_assertions default
+check "compose services and wiring (tracing)" compose_assertions tracing
 check "compose services and wiring (monitoring)" compose_assertions monitoring
+
+# The deployment test's override resolves on top of the compose file.
+compose_override() {
+  SM_TEST_NET=127.1.2 SM_TEST_RUST_IMAGE=rust SM_TEST_HAPROXY_IMAGE=haproxy \
+    "$COMPOSE" -f docker-compose.yml -f tests/deploy/compose.host.yml config -q
+}
+check "docker-compose config -q with tests/deploy/compose.host.yml" compose_override
 
 # --- HAProxy -----------------------------------------------------------------
 
@@ -411,6 +423,28 @@ haproxy_check() {
   grep -q 'Configuration file is valid' <<<"$out"
 }
 check "haproxy -c deploy/haproxy/haproxy.cfg" haproxy_check
+
+# The addresses and ports come from the SM_* variables: with IP addresses
+# nothing is left to resolve, and a bad listen address is refused. No fixed
+# global maxconn (HAProxy derives it from the open-file limit).
+haproxy_parameters() {
+  local out
+  out=$(SM_LB_BIND=127.0.0.1:18080 SM_NODE1=127.0.0.11:8080 SM_NODE2=127.0.0.12:8080 \
+    SM_NODE3=127.0.0.13:8080 SM_NODE_ADMIN_PORT=19090 haproxy -c -f deploy/haproxy/haproxy.cfg 2>&1) || {
+    echo "$out"
+    return 1
+  }
+  if grep -E 'ALERT|WARNING' <<<"$out"; then return 1; fi
+  if SM_LB_BIND=not-an-address:x haproxy -c -f deploy/haproxy/haproxy.cfg >/dev/null 2>&1; then
+    echo "SM_LB_BIND is not used by the frontend"
+    return 1
+  fi
+  if awk '/^global/ {g = 1; next} /^[^[:space:]#]/ {g = 0} g && $1 == "maxconn"' deploy/haproxy/haproxy.cfg | grep -q .; then
+    echo "global maxconn is fixed"
+    return 1
+  fi
+}
+check "haproxy.cfg addresses are parameters; maxconn follows ulimit -n" haproxy_parameters
 
 # --- systemd -----------------------------------------------------------------
 
@@ -466,36 +500,53 @@ fi
 
 # --- container image ---------------------------------------------------------
 
-# The Dockerfile's dependency layer builds a skeleton of Cargo.toml with stub
-# sources: every target it keeps must have its stub, nothing may need a file
-# that is not copied yet, and Cargo.lock must match (the build uses --locked).
+# The Dockerfile's dependency layer builds a skeleton of the workspace with
+# stub sources: every package manifest (root and members) must be in it, every
+# target it keeps must have its stub, nothing may need a file that is not
+# copied, and Cargo.lock must match (the build uses --locked).
 docker_skeleton() {
   local dir="$WORK/skeleton"
-  mkdir -p "$dir"
-  cp Cargo.toml Cargo.lock "$dir/"
-  (cd "$dir" && sh "$ROOT/deploy/docker/skeleton.sh" Cargo.toml)
-  [ -f "$dir/Cargo.toml.orig" ]
-  (cd "$dir" && "$PY" - <<'EOF'
-import os
+  sh deploy/docker/skeleton.sh "$ROOT" "$dir"
+  (cd "$dir" && "$PY" - "$ROOT" <<'EOF'
+import os, sys
 try:
     import tomllib
 except ModuleNotFoundError:
     import tomli as tomllib
-m = tomllib.load(open("Cargo.toml", "rb"))
-for kind in ("bench", "example", "test"):
-    assert kind not in m, f"skeleton keeps [[{kind}]]"
-assert "build" not in m.get("package", {}), "skeleton keeps a build script"
-paths = [m.get("lib", {}).get("path", "src/lib.rs")]
-paths += [b.get("path", "src/main.rs") for b in m.get("bin", [])] or ["src/main.rs"]
-for p in paths:
-    assert os.path.isfile(p), f"no stub for target {p}"
-print("skeleton targets:", ", ".join(paths))
+root = sys.argv[1]
+def manifests(top):
+    found = set()
+    for d, subdirs, files in os.walk(top):
+        subdirs[:] = [s for s in subdirs if s not in ("target", "node_modules", ".git")]
+        if "Cargo.toml" in files:
+            found.add(os.path.relpath(d, top))
+    return found
+real = manifests(root)
+assert len(real) > 1 or "workspace" not in tomllib.load(open(os.path.join(root, "Cargo.toml"), "rb")), real
+assert manifests(".") == real, f"skeleton manifests {sorted(manifests('.'))} != {sorted(real)}"
+for d in sorted(real):
+    m = tomllib.load(open(os.path.join(d, "Cargo.toml"), "rb"))
+    for kind in ("bench", "example", "test"):
+        assert kind not in m, f"{d}: skeleton keeps [[{kind}]]"
+    assert "build" not in m.get("package", {}), f"{d}: skeleton keeps a build script"
+    paths = [b["path"] for b in m.get("bin", []) if "path" in b]
+    if "path" in m.get("lib", {}):
+        paths.append(m["lib"]["path"])
+    for p in ("src/lib.rs", "src/main.rs"):
+        if os.path.isfile(os.path.join(root, d, p)):
+            paths.append(p)
+    assert paths or "package" not in m, f"{d}: no target stubbed"
+    for p in paths:
+        assert os.path.isfile(os.path.join(d, p)), f"{d}: no stub for target {p}"
+        with open(os.path.join(d, p)) as f:
+            assert f.read() in ("", "fn main() {}\n"), f"{d}/{p} is not a stub"
+    print(d, "targets:", ", ".join(sorted(set(paths))))
 EOF
   )
   cargo metadata --locked --format-version 1 --manifest-path "$dir/Cargo.toml" >/dev/null
 }
 
-check "Dockerfile dependency skeleton accepts Cargo.toml" docker_skeleton
+check "Dockerfile dependency skeleton covers every workspace member" docker_skeleton
 
 dockerfile_settings() {
   local f=Dockerfile line
@@ -532,10 +583,12 @@ EOF
 check "Dockerfile and container config" dockerfile_settings
 
 # The image's health check (bash /dev/tcp, no curl) against a stand-in admin
-# server: 200 passes, 503 and a closed port fail.
+# server on a specific loopback address (admin.host set to it): 200 passes,
+# 503 and a closed port fail, and the address is the configured one, from the
+# environment or from the configuration file, not always 127.0.0.1.
 healthcheck_script() {
-  local port_file="$WORK/admin-port" pid port
-  "$PY" - "$port_file" <<'EOF' &
+  local port_file="$WORK/admin-port" pid port addr=127.0.0.2
+  "$PY" - "$port_file" "$addr" <<'EOF' &
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -545,7 +598,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *a):
         pass
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
+s = http.server.HTTPServer((sys.argv[2], 0), H)
 open(sys.argv[1] + ".tmp", "w").write(str(s.server_address[1]))
 import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 s.serve_forever()
@@ -553,12 +606,25 @@ EOF
   pid=$!
   for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
   port=$(cat "$port_file")
-  local rc=0
-  bash deploy/docker/healthcheck.sh /readyz "$port" || { echo "200 reported unhealthy"; rc=1; }
-  if bash deploy/docker/healthcheck.sh /draining "$port" 2>/dev/null; then echo "503 reported healthy"; rc=1; fi
+  printf '[server]\nport = 8080\n\n[admin]\nhost = "%s" # a comment\nport = %s\n' "$addr" "$port" >"$WORK/admin.toml"
+  local rc=0 hc=deploy/docker/healthcheck.sh none="$WORK/no-such-config.toml"
+  SM_HEALTHCHECK_CONFIG=$none SIGNAL_MANAGER_ADMIN_HOST=$addr bash $hc /readyz "$port" \
+    || { echo "200 reported unhealthy"; rc=1; }
+  SM_HEALTHCHECK_CONFIG=$none SIGNAL_MANAGER_ADMIN_HOST=$addr SIGNAL_MANAGER_ADMIN_PORT=$port bash $hc \
+    || { echo "admin address from the environment not probed"; rc=1; }
+  SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /readyz \
+    || { echo "admin address from the configuration file not probed"; rc=1; }
+  if SM_HEALTHCHECK_CONFIG=$none bash $hc /readyz "$port" 2>/dev/null; then
+    echo "probed $addr without being told to"; rc=1
+  fi
+  if SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /draining 2>/dev/null; then
+    echo "503 reported healthy"; rc=1
+  fi
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  if bash deploy/docker/healthcheck.sh /readyz "$port" 2>/dev/null; then echo "closed port reported healthy"; rc=1; fi
+  if SM_HEALTHCHECK_CONFIG="$WORK/admin.toml" bash $hc /readyz 2>/dev/null; then
+    echo "closed port reported healthy"; rc=1
+  fi
   return "$rc"
 }
 check "container health check script" healthcheck_script

@@ -202,8 +202,8 @@ pub async fn run_node(
         "draining"
     );
     connections.close();
-    let drain = node.settings().server.drain_timeout();
-    if tokio::time::timeout(drain, connections.wait())
+    let deadline = tokio::time::Instant::now() + node.settings().server.drain_timeout();
+    if tokio::time::timeout_at(deadline, connections.wait())
         .await
         .is_err()
     {
@@ -212,6 +212,21 @@ pub async fn run_node(
             "drain deadline passed with connections still open"
         );
     }
+    // In a cluster, resumable sessions stay until they resume on another
+    // node (their held signals handed over) or the deadline; what is left
+    // is answered. A single node has nowhere to hand them over.
+    if node.is_clustered()
+        && tokio::time::timeout_at(deadline, node.all_resumed())
+            .await
+            .is_err()
+    {
+        tracing::info!(
+            sessions = node.parked_count(),
+            "drain deadline: answering the signals held for sessions that did not resume"
+        );
+    }
+    node.end_all_parked().await;
+    node.flush_confirmations().await;
     node.leave_cluster().await;
     drop(background);
     admin.abort();

@@ -35,8 +35,8 @@ pub struct Metrics {
     pub sessions: Gauge,
     frames_received: [Counter; 9],
     frames_sent: [Counter; 9],
-    errors: [Counter; 13],
-    disconnects: [Counter; 7],
+    errors: [Counter; ErrorCode::ALL.len()],
+    disconnects: [Counter; DisconnectReason::ALL.len()],
     routed_local: Counter,
     routed_remote: Counter,
     route_failures: Family<Labels2, Counter>,
@@ -68,6 +68,19 @@ pub struct Metrics {
     pub draining: Gauge,
     /// Trace spans dropped: the export queue was full or their export failed.
     pub spans_dropped: Counter,
+    /// Cross-node signals published and not yet confirmed, bounced or answered.
+    pub unconfirmed: Gauge,
+    /// Cross-node signals answered because no node confirmed them in time.
+    pub delivery_timeouts: Counter,
+    /// Signals this node received too late to deliver (their origin answers them).
+    pub signals_expired: Counter,
+    /// Confirmation envelopes published to origin nodes.
+    pub confirmations_sent: Counter,
+    /// Sessions parked for resume right now.
+    pub resumable: Gauge,
+    resumes: Family<Labels, Counter>,
+    /// Held signals answered PEER_NOT_FOUND because their session ended for good.
+    pub held_answered: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -113,6 +126,13 @@ impl Metrics {
             redis_connected: Gauge::default(),
             draining: Gauge::default(),
             spans_dropped: Counter::default(),
+            unconfirmed: Gauge::default(),
+            delivery_timeouts: Counter::default(),
+            signals_expired: Counter::default(),
+            confirmations_sent: Counter::default(),
+            resumable: Gauge::default(),
+            resumes: Family::default(),
+            held_answered: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -249,6 +269,41 @@ impl Metrics {
             "Trace spans dropped: export queue full or export to the collector failed",
             m.spans_dropped.clone(),
         );
+        r.register(
+            "unconfirmed_signals",
+            "Cross-node signals published and not yet confirmed by their receiving node",
+            m.unconfirmed.clone(),
+        );
+        r.register(
+            "delivery_timeouts",
+            "Cross-node signals answered because no node confirmed them in time",
+            m.delivery_timeouts.clone(),
+        );
+        r.register(
+            "signals_expired",
+            "Signals received too late to deliver; their origin answers them",
+            m.signals_expired.clone(),
+        );
+        r.register(
+            "confirmations_sent",
+            "Confirmation envelopes published to origin nodes",
+            m.confirmations_sent.clone(),
+        );
+        r.register(
+            "resumable_sessions",
+            "Sessions that lost their socket and may resume",
+            m.resumable.clone(),
+        );
+        r.register(
+            "resumes",
+            "Sessions resumed, by where they were held (local, remote)",
+            m.resumes.clone(),
+        );
+        r.register(
+            "held_signals_answered",
+            "Held signals answered PEER_NOT_FOUND because their session ended for good",
+            m.held_answered.clone(),
+        );
         Metrics {
             registry: r,
             frames_received,
@@ -329,6 +384,11 @@ impl Metrics {
         self.publish_failures
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// Counts a resumed session (`local` or `remote`).
+    pub fn resumed(&self, held: &'static str) {
+        self.resumes.get_or_create(&[("where", held)]).inc();
     }
 
     /// Counts an envelope from the bus that was refused.

@@ -1,7 +1,10 @@
 //! Logging and tracing: a `tracing` subscriber writing JSON or pretty log
 //! lines, plus, when an OTLP endpoint is configured, an OpenTelemetry layer
 //! exporting spans over OTLP/HTTP (protobuf) in batches from a background
-//! thread, so the hot path never waits on the collector.
+//! thread, so the hot path never waits on the collector. An `https`
+//! endpoint is verified with rustls against the system roots, or only
+//! against `SSL_CERT_FILE` / `SSL_CERT_DIR` when one of them is set (see
+//! docs/DEPLOYMENT.md, "Traces").
 //!
 //! Span helpers used by sessions and routing live here too, so attribute
 //! names (OpenTelemetry semantic conventions where one exists) are spelled
@@ -144,12 +147,16 @@ struct InFlight(std::sync::atomic::AtomicUsize);
 /// Most spans waiting for export before new ones are dropped (and counted).
 const EXPORT_QUEUE: usize = 8192;
 
-/// Counts spans whose export failed (collector down), then drops them.
+/// Counts spans whose export failed (collector down, certificate not
+/// trusted), then drops them. Logs the first failure of an outage and the
+/// recovery, one line each, never one per batch or span.
 #[derive(Debug)]
 struct CountingExporter<E> {
     inner: E,
+    endpoint: String,
     dropped: prometheus_client::metrics::counter::Counter,
     in_flight: Arc<InFlight>,
+    failing: AtomicBool,
 }
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
@@ -157,8 +164,25 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         let n = batch.len();
         let result = self.inner.export(batch).await;
         self.in_flight.0.fetch_sub(n, Ordering::AcqRel);
-        if result.is_err() {
-            self.dropped.inc_by(n as u64);
+        match &result {
+            Err(e) => {
+                self.dropped.inc_by(n as u64);
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        error = %e,
+                        "OTLP span export failed; spans are dropped and counted in \
+                         spans_dropped_total until it recovers (collector down or \
+                         unreachable, or for https a certificate not trusted: see \
+                         SSL_CERT_FILE)"
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(endpoint = %self.endpoint, "OTLP span export recovered");
+                }
+            }
         }
         result
     }
@@ -221,7 +245,7 @@ fn tracer_provider(
 ) -> Option<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint.clone())
         .with_timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| eprintln!("signal-manager-service: cannot build the OTLP exporter: {e}"))
@@ -229,8 +253,10 @@ fn tracer_provider(
     let in_flight = Arc::new(InFlight::default());
     let exporter = CountingExporter {
         inner: exporter,
+        endpoint,
         dropped: metrics.spans_dropped.clone(),
         in_flight: Arc::clone(&in_flight),
+        failing: AtomicBool::new(false),
     };
     let batch = BatchSpanProcessor::builder(exporter)
         .with_batch_config(

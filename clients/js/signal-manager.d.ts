@@ -32,12 +32,16 @@ export type PayloadTypeCode = (typeof PayloadType)[keyof typeof PayloadType];
 export type ErrorCodeName =
   | 'BAD_FRAME' | 'UNKNOWN_MESSAGE_TYPE' | 'UNSUPPORTED_PAYLOAD_TYPE' | 'BAD_PAYLOAD'
   | 'NOT_AUTHENTICATED' | 'AUTH_FAILED' | 'TOKEN_EXPIRED' | 'PEER_NOT_FOUND'
-  | 'PEER_UNREACHABLE' | 'RATE_LIMITED' | 'SERVER_BUSY' | 'UNAVAILABLE' | 'INTERNAL';
+  | 'PEER_UNREACHABLE' | 'RATE_LIMITED' | 'SERVER_BUSY' | 'UNAVAILABLE' | 'INTERNAL'
+  /** 1.1: the token's peers claim does not allow the signal's target. */
+  | 'FORBIDDEN';
 export declare const ErrorCode: Readonly<{ [K in ErrorCodeName]: K }>;
 
 export type DisconnectReasonName =
   | 'CLIENT_LEFT' | 'REPLACED' | 'IDLE_TIMEOUT' | 'TOKEN_EXPIRED'
-  | 'SERVER_SHUTDOWN' | 'SLOW_CONSUMER' | 'POLICY';
+  | 'SERVER_SHUTDOWN' | 'SLOW_CONSUMER' | 'POLICY'
+  /** 1.1: ended through the admin API; not resumable, no reconnect. */
+  | 'KICKED';
 export declare const DisconnectReason: Readonly<{ [K in DisconnectReasonName]: K }>;
 
 /** A frame or payload that breaks the protocol; `code` is the ERROR code a server answers with. */
@@ -81,8 +85,32 @@ interface MessageBase {
   messageId: string;
   payloadType: number;
 }
-export interface ConnectMessage extends MessageBase { clientId: string; authToken: string }
-export interface ConnectAckMessage extends MessageBase { sessionId: string; clientId: string; nodeId: string; heartbeatIntervalMs: number }
+/** An ICE server as CONNECT_ACK carries it (1.1), ready for `new RTCPeerConnection({iceServers})`. */
+export interface IceServer {
+  urls: string[];
+  /** TURN only: `<expiry>:<client_id>`. Absent for STUN. */
+  username?: string;
+  /** TURN only: the time-limited credential. Absent for STUN. */
+  credential?: string;
+}
+export interface ConnectMessage extends MessageBase {
+  clientId: string;
+  authToken: string;
+  /** 1.1: asks to resume the session this token was issued for; undefined when absent or empty. */
+  resumeToken?: string;
+}
+export interface ConnectAckMessage extends MessageBase {
+  sessionId: string;
+  clientId: string;
+  nodeId: string;
+  heartbeatIntervalMs: number;
+  /** 1.1: single-use secret for resuming this session; undefined when absent or empty. */
+  resumeToken?: string;
+  /** 1.1: true when the CONNECT resumed an existing session; false when absent. */
+  resumed: boolean;
+  /** 1.1: STUN/TURN servers; empty when absent. Empty username/credential are left out. */
+  iceServers: IceServer[];
+}
 export interface SignalMessage extends MessageBase { targetClientId: string; sourceClientId?: string; signalData: string }
 export interface ErrorMessage extends MessageBase { code: string; message: string }
 /** reason and message are undefined for an empty DISCONNECT. */
@@ -106,6 +134,12 @@ export interface ConnectedInfo {
   url: string;
   /** True when this session replaced a lost one automatically. */
   reconnected: boolean;
+  /**
+   * 1.1: true when the node resumed the session (same sessionId; the signals
+   * it held follow this event). False for a new session, a node without
+   * resume, and a token refresh.
+   */
+  resumed: boolean;
 }
 
 export interface SignalEventDetail {
@@ -136,6 +170,12 @@ export interface DisconnectEventDetail {
   /** The WebSocket close code. */
   closeCode: number;
   willReconnect: boolean;
+  /**
+   * 1.1: true while the client holds a resume token for the session, i.e. it
+   * ended without a DISCONNECT that rules out resuming (KICKED, REPLACED,
+   * TOKEN_EXPIRED, POLICY, SLOW_CONSUMER, close()). A reconnect offers it.
+   */
+  resumable: boolean;
 }
 
 export interface ReconnectingEventDetail {
@@ -143,6 +183,8 @@ export interface ReconnectingEventDetail {
   delayMs: number;
   url: string;
   reason: string;
+  /** 1.1: true when this attempt offers a resume token. */
+  resume: boolean;
 }
 
 export interface SignalManagerEventMap {
@@ -180,6 +222,16 @@ export interface SignalManagerClientOptions {
   refreshMarginMs?: number;
 }
 
+export interface ConnectOptions {
+  /**
+   * 1.1: resume the session this token came from (e.g. `client.resumeToken`
+   * saved before a page reload, or after the client gave up reconnecting).
+   * An unknown, used or expired token is not an error: a new session starts
+   * (`resumed: false`).
+   */
+  resumeToken?: string;
+}
+
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
 export declare class SignalManagerClient extends EventTarget {
@@ -191,6 +243,29 @@ export declare class SignalManagerClient extends EventTarget {
   readonly heartbeatIntervalMs?: number;
   /** The URL of the current or last socket. */
   readonly url?: string;
+  /** 1.1: whether the latest connect or reconnect resumed the session (CONNECT_ACK `resumed`). */
+  readonly resumed: boolean;
+  /**
+   * 1.1: the resume token of the latest CONNECT_ACK while the session may
+   * still be resumed; undefined after a DISCONNECT that ends it for good or
+   * close(). Only for connect(..., {resumeToken}) from elsewhere (a reloaded
+   * page); it is a secret like the auth token, single-use, and the client
+   * offers it on its own reconnects without help.
+   */
+  readonly resumeToken?: string;
+  /**
+   * 1.1: the STUN/TURN servers of the latest CONNECT_ACK (a refresh's too),
+   * a fresh copy on each read; empty before it and from a node without TURN
+   * or STUN configured. TURN credentials are time-limited: do not log them.
+   */
+  readonly iceServers: IceServer[];
+
+  /**
+   * An RTCConfiguration: `overrides` plus `iceServers` from the session,
+   * unless `overrides.iceServers` is given (used as it is). E.g.
+   * `rtcConfiguration({iceTransportPolicy: 'relay'})` for a relay-only call.
+   */
+  rtcConfiguration(overrides?: RTCConfiguration): RTCConfiguration & { iceServers: RTCIceServer[] };
 
   /** Subscribes to an event's detail; returns an unsubscribe function. */
   on<K extends keyof SignalManagerEventMap>(type: K, fn: (detail: SignalManagerEventMap[K]) => void): () => void;
@@ -198,8 +273,10 @@ export declare class SignalManagerClient extends EventTarget {
   /**
    * Opens a session; a list of URLs is tried in turn on reconnects. Rejects
    * with an Error whose `code` is an ERROR code, CONNECT_TIMEOUT or SOCKET_CLOSED.
+   * Offers a resume token only when `options.resumeToken` is given; any
+   * token the client still holds from an earlier session is forgotten.
    */
-  connect(url: string | string[], clientId: string, token: string): Promise<ConnectedInfo>;
+  connect(url: string | string[], clientId: string, token: string, options?: ConnectOptions): Promise<ConnectedInfo>;
   /** Refresh CONNECT on the open session; a refusal leaves the session as it was. */
   refreshToken(token: string): Promise<ConnectedInfo>;
   /** Returns the message id; throws an Error with code NOT_CONNECTED when not connected. */
@@ -212,6 +289,8 @@ export declare class SignalManagerClient extends EventTarget {
 }
 
 export interface PeerConnectionLink {
+  /** The peer connection: the one passed in, or the one the helper created. */
+  readonly pc: RTCPeerConnection;
   /** Stops handling signals and peer connection events. */
   detach(): void;
   /** Resolves when every received signal has been applied. */
@@ -224,11 +303,29 @@ export interface PeerConnectionLink {
  * Wires an RTCPeerConnection to the client for one peer (perfect
  * negotiation). Descriptions are sent as JSON.stringify(pc.localDescription),
  * candidates as JSON.stringify(candidate); remote signals are applied one at
- * a time in arrival order.
+ * a time in arrival order. What it sends while the client reconnects is held
+ * and sent in order after the reconnect (dropped, with an onError of code
+ * NOT_CONNECTED, if the session ends for good).
  */
 export declare function attachPeerConnection(
   client: SignalManagerClient,
-  pc: RTCPeerConnection,
+  /** null: the helper creates it with `client.rtcConfiguration(options.rtcConfig)`. */
+  pc: RTCPeerConnection | null,
   peerId: string,
-  options?: { polite?: boolean; onError?: (err: unknown) => void },
+  options?: AttachOptions,
 ): PeerConnectionLink;
+
+export interface AttachOptions {
+  /** The polite side rolls back on an offer collision; give the two sides different values. */
+  polite?: boolean;
+  /** Receives negotiation errors (default: console.error). */
+  onError?: (err: unknown) => void;
+  /**
+   * When `pc` is null: RTCConfiguration fields merged with the session's ICE
+   * servers (see SignalManagerClient.rtcConfiguration), e.g.
+   * `{iceTransportPolicy: 'relay'}`.
+   */
+  rtcConfig?: RTCConfiguration;
+  /** When `pc` is null: the constructor to use (default globalThis.RTCPeerConnection). */
+  RTCPeerConnection?: new (config?: RTCConfiguration) => RTCPeerConnection;
+}

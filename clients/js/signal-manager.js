@@ -51,6 +51,7 @@ export const ErrorCode = Object.freeze({
   SERVER_BUSY: 'SERVER_BUSY',
   UNAVAILABLE: 'UNAVAILABLE',
   INTERNAL: 'INTERNAL',
+  FORBIDDEN: 'FORBIDDEN', // 1.1: the token's peers claim does not allow that target
 });
 
 /** DISCONNECT reasons of PROTOCOL.md. */
@@ -62,6 +63,7 @@ export const DisconnectReason = Object.freeze({
   SERVER_SHUTDOWN: 'SERVER_SHUTDOWN',
   SLOW_CONSUMER: 'SLOW_CONSUMER',
   POLICY: 'POLICY',
+  KICKED: 'KICKED', // 1.1: ended through the admin API
 });
 
 const MESSAGE_TYPES = new Set(Object.values(MessageType));
@@ -231,8 +233,8 @@ export function decodeFrame(data, { sender } = {}) {
  * spaces, as JSON.stringify and serde_json both write).
  */
 const FIELDS = {
-  connect: ['client_id', 'auth_token'],
-  connectAck: ['session_id', 'client_id', 'node_id', 'heartbeat_interval_ms'],
+  connect: ['client_id', 'auth_token', 'resume_token'],
+  connectAck: ['session_id', 'client_id', 'node_id', 'heartbeat_interval_ms', 'resume_token', 'resumed', 'ice_servers'],
   signal: ['target_client_id', 'source_client_id', 'signal_data'],
   error: ['code', 'message'],
   disconnect: ['reason', 'message'],
@@ -270,6 +272,48 @@ function requireString(body, key, id, { optional = false } = {}) {
     throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a string`, id);
   }
   return v;
+}
+
+/**
+ * An optional field added in version 1.1: absent, null (or, for a string,
+ * empty, the protobuf default a translating server may carry over) means
+ * none; any other value must have the right type.
+ */
+function optionalString(body, key, id) {
+  const v = body[key];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a string`, id);
+  return v;
+}
+
+function optionalBool(body, key, id) {
+  const v = body[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw new ProtocolError(ErrorCode.BAD_PAYLOAD, `field ${key} must be a boolean`, id);
+  return v;
+}
+
+/**
+ * `ice_servers` as RTCIceServer objects: `{urls}` plus `username` and
+ * `credential` when they are non-empty (STUN entries carry none).
+ */
+function iceServersOf(body, id) {
+  const v = body.ice_servers;
+  if (v === undefined || v === null) return [];
+  const bad = () => new ProtocolError(ErrorCode.BAD_PAYLOAD, 'field ice_servers must be an array of {urls: string[], username?, credential?}', id);
+  if (!Array.isArray(v)) throw bad();
+  return v.map((entry) => {
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw bad();
+    if (!Array.isArray(entry.urls) || !entry.urls.every((u) => typeof u === 'string')) throw bad();
+    const server = { urls: [...entry.urls] };
+    for (const key of ['username', 'credential']) {
+      const s = entry[key];
+      if (s === undefined || s === null || s === '') continue;
+      if (typeof s !== 'string') throw bad();
+      server[key] = s;
+    }
+    return server;
+  });
 }
 
 function requireClientId(body, key, id) {
@@ -315,7 +359,12 @@ export function decodeMessage(frame) {
   }
   switch (schemaOf(messageType)) {
     case 'connect':
-      return { ...base, clientId: requireClientId(body, 'client_id', id), authToken: requireString(body, 'auth_token', id) };
+      return {
+        ...base,
+        clientId: requireClientId(body, 'client_id', id),
+        authToken: requireString(body, 'auth_token', id),
+        resumeToken: optionalString(body, 'resume_token', id),
+      };
     case 'connectAck': {
       const interval = body.heartbeat_interval_ms;
       if (!Number.isInteger(interval) || interval < 0 || interval > 0xffffffff) {
@@ -327,6 +376,9 @@ export function decodeMessage(frame) {
         clientId: requireString(body, 'client_id', id),
         nodeId: requireString(body, 'node_id', id),
         heartbeatIntervalMs: interval,
+        resumeToken: optionalString(body, 'resume_token', id),
+        resumed: optionalBool(body, 'resumed', id),
+        iceServers: iceServersOf(body, id),
       };
     }
     case 'signal':
@@ -379,6 +431,21 @@ const RECONNECT_REASONS = new Set([
   DisconnectReason.TOKEN_EXPIRED, // only with a getToken callback, see #shouldReconnect
 ]);
 
+/**
+ * How a session may end and stay resumable (PROTOCOL.md 1.1, "Session
+ * resume"): without the client's DISCONNECT, so a lost socket, the client's
+ * own heartbeat timeout (the server sees a lost socket), IDLE_TIMEOUT or
+ * SERVER_SHUTDOWN. After any other DISCONNECT (KICKED, REPLACED,
+ * TOKEN_EXPIRED, POLICY, SLOW_CONSUMER, or one the client does not know) the
+ * resume token is forgotten.
+ */
+const RESUMABLE_REASONS = new Set([
+  'CONNECTION_LOST',
+  'HEARTBEAT_TIMEOUT',
+  DisconnectReason.IDLE_TIMEOUT,
+  DisconnectReason.SERVER_SHUTDOWN,
+]);
+
 const EMPTY = new Uint8Array(0);
 
 function makeEvent(type, detail) {
@@ -410,12 +477,18 @@ function jwtExpiry(token) {
 /**
  * One signaling session with reconnects. Events (CustomEvent, data in
  * `event.detail`; or use `on(type, fn)` which passes the detail):
- *   connected    {sessionId, clientId, nodeId, heartbeatIntervalMs, url, reconnected}
+ *   connected    {sessionId, clientId, nodeId, heartbeatIntervalMs, url, reconnected, resumed}
  *   offer|answer|ice  {from, to, data, messageId, messageType}
  *   error        {code, message, messageId}   an ERROR from the server
- *   disconnect   {reason, message, closeCode, willReconnect}
- *   reconnecting {attempt, delayMs, url}
+ *   disconnect   {reason, message, closeCode, willReconnect, resumable}
+ *   reconnecting {attempt, delayMs, url, reason, resume}
  *   heartbeat    {rttMs}
+ *
+ * Resume (protocol 1.1): the client keeps the resume token of the latest
+ * CONNECT_ACK and offers it in the CONNECT of an automatic reconnect, so
+ * that the node resumes the session and delivers the signals it held for
+ * it. A fresh connect() offers none unless given one. The token is a
+ * secret: it is in no event detail and no error message.
  */
 export class SignalManagerClient extends EventTarget {
   /**
@@ -451,6 +524,8 @@ export class SignalManagerClient extends EventTarget {
     this.clientId = undefined;
     this.heartbeatIntervalMs = undefined;
     this.url = undefined;
+    /** True when the latest (re)connect resumed the session (CONNECT_ACK `resumed`). */
+    this.resumed = false;
     this.#urls = [];
     this.#urlIndex = 0;
   }
@@ -470,6 +545,41 @@ export class SignalManagerClient extends EventTarget {
   #authFailed = null;
   #closing = null; // {resolve} while close() waits for the socket
   #forceCloseTimer = null; // gives up waiting for a close handshake
+  #resumeToken = undefined; // from the latest CONNECT_ACK; a secret, never in an event
+  #iceServers = []; // from the latest CONNECT_ACK; TURN credentials, so not in events either
+
+  /**
+   * The resume token of the latest CONNECT_ACK, while the session may still
+   * be resumed; undefined after a DISCONNECT that ends it for good or
+   * close(). For an application that must resume from another client
+   * object (a reloaded page): pass it to connect() as `resumeToken`. Keep it
+   * as secret as the auth token.
+   */
+  get resumeToken() {
+    return this.#resumeToken;
+  }
+
+  /**
+   * The STUN/TURN servers of the latest CONNECT_ACK (a refresh's too), as
+   * RTCIceServer objects (a fresh copy on each read); empty before the
+   * first ACK and from a node without `turn.urls` or `turn.stun_urls`.
+   * TURN entries carry time-limited credentials: do not log them.
+   */
+  get iceServers() {
+    return this.#iceServers.map((s) => ({ ...s, urls: [...s.urls] }));
+  }
+
+  /**
+   * An RTCConfiguration for `new RTCPeerConnection(...)`: `overrides` with
+   * `iceServers` set to this session's, unless `overrides.iceServers` is
+   * given (then it is used as it is; spread `client.iceServers` into it to
+   * add servers of your own). For example `{iceTransportPolicy: 'relay'}`
+   * makes a relay-only call through the node's TURN servers.
+   * @param {object} [overrides] any RTCConfiguration fields
+   */
+  rtcConfiguration(overrides = {}) {
+    return { ...overrides, iceServers: overrides.iceServers ?? this.iceServers };
+  }
 
   /** Subscribes `fn(detail)` to an event; returns a function that unsubscribes. */
   on(type, fn) {
@@ -488,19 +598,30 @@ export class SignalManagerClient extends EventTarget {
    * in production). Resolves with the CONNECT_ACK; rejects with an Error
    * whose `code` is the ERROR code (AUTH_FAILED, TOKEN_EXPIRED, ...) or
    * CONNECT_TIMEOUT / SOCKET_CLOSED. A failed first connect does not retry.
+   *
+   * A resume token is offered only when `options.resumeToken` is given (a
+   * token of an earlier session of this client id, e.g. `client.resumeToken`
+   * after the client gave up reconnecting); otherwise any token the client
+   * still holds is forgotten and a new session starts.
+   * @param {{resumeToken?: string}} [options]
    */
-  connect(url, clientId, token) {
+  connect(url, clientId, token, { resumeToken } = {}) {
     if (this.state !== 'idle' && this.state !== 'closed') {
       return Promise.reject(new Error(`connect() while ${this.state}`));
     }
     if (!isValidClientId(clientId)) {
       return Promise.reject(new TypeError(`invalid client id: ${clientId}`));
     }
+    if (resumeToken !== undefined && typeof resumeToken !== 'string') {
+      return Promise.reject(new TypeError('resumeToken must be a string'));
+    }
     this.#urls = Array.isArray(url) ? [...url] : [url];
     if (this.#urls.length === 0) return Promise.reject(new TypeError('no URL given'));
     this.#urlIndex = 0;
     this.clientId = clientId;
     this.#token = token;
+    this.#resumeToken = resumeToken || undefined;
+    this.#iceServers = [];
     this.#attempt = 0;
     this.state = 'connecting';
     return this.#open(false).catch((err) => {
@@ -533,7 +654,7 @@ export class SignalManagerClient extends EventTarget {
       this.#pending = { id, resolve, reject, timer, reconnected };
       ws.onopen = () => {
         this.#lastInbound = Date.now();
-        this.#sendStructured(MessageType.CONNECT, { client_id: this.clientId, auth_token: this.#token }, id);
+        this.#sendStructured(MessageType.CONNECT, { client_id: this.clientId, auth_token: this.#token, resume_token: this.#resumeToken }, id);
       };
       ws.onmessage = (ev) => {
         if (ws === this.#ws) this.#onMessage(ev.data);
@@ -600,6 +721,11 @@ export class SignalManagerClient extends EventTarget {
     this.sessionId = msg.sessionId;
     this.nodeId = msg.nodeId;
     this.heartbeatIntervalMs = msg.heartbeatIntervalMs;
+    // Single-use: every ACK (a refresh's too) replaces the token, and an ACK
+    // without one (resume off on that node) leaves none to offer.
+    this.#resumeToken = msg.resumeToken;
+    this.#iceServers = msg.iceServers;
+    if (first) this.resumed = msg.resumed;
     this.#attempt = 0;
     if (first) this.#startHeartbeat();
     this.#scheduleRefresh();
@@ -610,7 +736,11 @@ export class SignalManagerClient extends EventTarget {
       heartbeatIntervalMs: msg.heartbeatIntervalMs,
       url: this.url,
       reconnected: p.reconnected,
+      resumed: first && msg.resumed, // a refresh is not a resume
     };
+    // Emitted before the signals that follow the ACK on this socket (those
+    // the node held for a resumed session) are read, so handlers that set
+    // up state for them run first.
     if (first) this.#emit('connected', info);
     p.resolve(info);
   }
@@ -709,7 +839,7 @@ export class SignalManagerClient extends EventTarget {
       this.state = 'closed';
       const done = this.#closing;
       this.#closing = null;
-      if (wasConnected) this.#emit('disconnect', { reason: DisconnectReason.CLIENT_LEFT, message: '', closeCode, willReconnect: false });
+      if (wasConnected) this.#emit('disconnect', { reason: DisconnectReason.CLIENT_LEFT, message: '', closeCode, willReconnect: false, resumable: false });
       done.resolve();
       return;
     }
@@ -721,8 +851,12 @@ export class SignalManagerClient extends EventTarget {
     const authFailed = !disc && this.#authFailed;
     const reason = disc?.reason ?? (authFailed ? authFailed.code : 'CONNECTION_LOST');
     const willReconnect = !authFailed && this.#shouldReconnect(reason);
+    // A failed reconnect attempt (no DISCONNECT) does not change whether the
+    // session can be resumed; a DISCONNECT that ends it for good does.
+    if (disc && !RESUMABLE_REASONS.has(disc.reason)) this.#resumeToken = undefined;
+    const resumable = this.#resumeToken !== undefined;
     if (wasConnected) {
-      this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect });
+      this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect, resumable });
     }
     if (willReconnect) {
       // After a node shuts down, try the next URL first.
@@ -731,7 +865,7 @@ export class SignalManagerClient extends EventTarget {
     } else {
       this.state = 'closed';
       if (!wasConnected) {
-        this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect: false });
+        this.#emit('disconnect', { reason, message: disc?.message ?? '', closeCode, willReconnect: false, resumable });
       }
     }
   }
@@ -756,7 +890,7 @@ export class SignalManagerClient extends EventTarget {
     const delayMs = Math.round(this.#backoffDelay());
     this.#attempt++;
     const url = this.#urls[this.#urlIndex % this.#urls.length];
-    this.#emit('reconnecting', { attempt: this.#attempt, delayMs, url, reason });
+    this.#emit('reconnecting', { attempt: this.#attempt, delayMs, url, reason, resume: this.#resumeToken !== undefined });
     this.#reconnectTimer = setTimeout(async () => {
       this.#reconnectTimer = null;
       if (this.state !== 'reconnecting') return;
@@ -827,6 +961,8 @@ export class SignalManagerClient extends EventTarget {
    * `timeoutMs` the client closes it itself).
    */
   close({ timeoutMs = 2000 } = {}) {
+    // Leaving ends the session for good (not resumable).
+    this.#resumeToken = undefined;
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
     clearTimeout(this.#refreshTimer);
@@ -867,16 +1003,34 @@ export class SignalManagerClient extends EventTarget {
  * `JSON.stringify(candidate)`. Remote signals from `peerId` are applied
  * strictly one at a time, in arrival order, through a promise chain.
  *
+ * What it sends while the client is reconnecting (an answer, candidates
+ * gathered meanwhile) is held and sent in order after the reconnect, ahead
+ * of anything the node held for a resumed session; if the session ends for
+ * good instead, it is dropped and `onError` gets an Error with code
+ * NOT_CONNECTED.
+ *
+ * Pass `null` as `pc` to have the helper create the RTCPeerConnection with
+ * `client.rtcConfiguration(rtcConfig)`, so with the STUN/TURN servers of the
+ * session's CONNECT_ACK (read at creation); the link's `pc` is it.
+ *
  * @param {SignalManagerClient} client
- * @param {RTCPeerConnection} pc
+ * @param {RTCPeerConnection|null} pc
  * @param {string} peerId
- * @param {{polite?: boolean, onError?: (err: Error) => void}} [options]
- * @returns {{detach: () => void, idle: () => Promise<void>, receive: (signal: object) => void}}
+ * @param {{polite?: boolean, onError?: (err: Error) => void, rtcConfig?: object,
+ *   RTCPeerConnection?: Function}} [options] `rtcConfig` and the
+ *   `RTCPeerConnection` constructor (default the global one) are used only
+ *   when `pc` is null
+ * @returns {{pc: RTCPeerConnection, detach: () => void, idle: () => Promise<void>, receive: (signal: object) => void}}
  *   detach stops handling; idle resolves when every received signal has
  *   been applied; receive applies a signal event detail that arrived before
  *   this helper was attached (typically the offer that made you create it).
  */
-export function attachPeerConnection(client, pc, peerId, { polite = false, onError } = {}) {
+export function attachPeerConnection(client, pc, peerId, { polite = false, onError, rtcConfig, RTCPeerConnection: Ctor } = {}) {
+  if (pc == null) {
+    const PeerConnection = Ctor ?? globalThis.RTCPeerConnection;
+    if (typeof PeerConnection !== 'function') throw new TypeError('no RTCPeerConnection constructor');
+    pc = new PeerConnection(client.rtcConfiguration(rtcConfig));
+  }
   let makingOffer = false;
   let ignoreOffer = false;
   let chain = Promise.resolve();
@@ -885,11 +1039,57 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     else console.error('signal-manager peer connection:', err);
   };
 
+  // Signals this side produces while the client is between sockets (an
+  // answer, candidates gathered meanwhile) wait here and go out in order
+  // once it has reconnected: the node holds the peer's signals for a
+  // resumable session, and this keeps ours, so a negotiation survives the
+  // gap. They are dropped, with an error, if the session ends for good.
+  const outbox = [];
+  const send = (kind, data) => {
+    if (outbox.length === 0) {
+      try {
+        client[kind](peerId, data);
+        return;
+      } catch (err) {
+        if (err.code !== 'NOT_CONNECTED') throw err;
+      }
+    }
+    // Between sockets: the socket is gone though the 'disconnect' event has
+    // not come yet ('connected'), or a reconnect is under way. Otherwise
+    // there is no session to wait for.
+    if (client.state !== 'connected' && client.state !== 'reconnecting') {
+      dropOutbox('the session ended');
+      throw closeError('not connected', 'NOT_CONNECTED');
+    }
+    outbox.push([kind, data]);
+  };
+  const flush = () => {
+    while (outbox.length > 0) {
+      const [kind, data] = outbox[0];
+      try {
+        client[kind](peerId, data);
+      } catch (err) {
+        if (err.code === 'NOT_CONNECTED') return; // lost again: wait for the next reconnect
+        report(err);
+      }
+      outbox.shift();
+    }
+  };
+  const dropOutbox = (why) => {
+    if (outbox.length === 0) return;
+    report(Object.assign(new Error(`${outbox.length} signal(s) to ${peerId} not sent: ${why}`), { code: 'NOT_CONNECTED' }));
+    outbox.length = 0;
+  };
+  // A reconnect flushes; a fresh connect() after the session ended does not
+  // get the old session's signals.
+  const onConnected = (info) => (info.reconnected ? flush() : dropOutbox('the session ended'));
+  const onDisconnect = (d) => { if (!d.willReconnect) dropOutbox(`the session ended (${d.reason})`); };
+
   const onNegotiationNeeded = async () => {
     try {
       makingOffer = true;
       await pc.setLocalDescription();
-      client.sendOffer(peerId, JSON.stringify(pc.localDescription));
+      send('sendOffer', JSON.stringify(pc.localDescription));
     } catch (err) {
       report(err);
     } finally {
@@ -901,7 +1101,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     // A null candidate marks the end of gathering; nothing to send.
     if (!candidate) return;
     try {
-      client.sendIceCandidate(peerId, JSON.stringify(candidate));
+      send('sendIceCandidate', JSON.stringify(candidate));
     } catch (err) {
       report(err);
     }
@@ -914,7 +1114,7 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     await pc.setRemoteDescription(description);
     if (description.type === 'offer') {
       await pc.setLocalDescription();
-      client.sendAnswer(peerId, JSON.stringify(pc.localDescription));
+      send('sendAnswer', JSON.stringify(pc.localDescription));
     }
   };
 
@@ -945,12 +1145,16 @@ export function attachPeerConnection(client, pc, peerId, { polite = false, onErr
     client.on('offer', receive),
     client.on('answer', receive),
     client.on('ice', receive),
+    client.on('connected', onConnected),
+    client.on('disconnect', onDisconnect),
   ];
   pc.addEventListener('negotiationneeded', onNegotiationNeeded);
   pc.addEventListener('icecandidate', onIceCandidate);
 
   return {
+    pc,
     detach() {
+      outbox.length = 0;
       offs.forEach((off) => off());
       pc.removeEventListener('negotiationneeded', onNegotiationNeeded);
       pc.removeEventListener('icecandidate', onIceCandidate);

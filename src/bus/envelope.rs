@@ -11,8 +11,9 @@ use uuid::Uuid;
 pub enum Envelope {
     /// A signal for a client of the receiving node.
     Signal(SignalEnvelope),
-    /// The receiving node's client `source` sent signal `message_id`, which
-    /// could not be delivered: answer it with ERROR `code`.
+    /// The receiving node's client `source` sent signal `message_id` (the
+    /// origin's sequence number `seq`), which could not be delivered: answer
+    /// it with ERROR `code`, unless the origin already answered it.
     Undeliverable {
         /// The original sender (a client of the receiving node).
         source: String,
@@ -22,6 +23,8 @@ pub enum Envelope {
         message_id: Uuid,
         /// PEER_NOT_FOUND or PEER_UNREACHABLE.
         code: String,
+        /// The origin's sequence number of the signal.
+        seq: u64,
     },
     /// `client` connected elsewhere as `session`: end any other local session of it.
     Takeover {
@@ -35,6 +38,65 @@ pub enum Envelope {
         /// Identifies the probe.
         nonce: u64,
     },
+    /// The receiving node routed these signals (by its sequence numbers);
+    /// the sender of this envelope took each of them: delivered it to a
+    /// local session (or held it for a resumable one).
+    Confirm {
+        /// The origin's sequence numbers.
+        seqs: Vec<u64>,
+    },
+    /// Hand over the resumable session `session` of `client` (parked on the
+    /// receiving node) if `secret` is its resume token's; answer with a
+    /// `Handover` to `reply_to`.
+    ResumeRequest {
+        /// The client id.
+        client: String,
+        /// The session to resume.
+        session: Uuid,
+        /// The resume token's secret.
+        secret: Vec<u8>,
+        /// The node the client resumes on.
+        reply_to: String,
+        /// Matches the answer to the request.
+        request: Uuid,
+    },
+    /// The answer to a `ResumeRequest`: the held signals in order (the
+    /// session is now the requester's), or `None` (no such resumable
+    /// session: start a new one).
+    Handover {
+        /// The request answered.
+        request: Uuid,
+        /// The held signals, oldest first.
+        signals: Option<Vec<HeldSignal>>,
+    },
+    /// A signal of the receiving node's client `source` was held for a
+    /// session that ended for good: answer it PEER_NOT_FOUND.
+    Unheld {
+        /// The sender (a client of the receiving node).
+        source: String,
+        /// The signal's message id.
+        message_id: Uuid,
+    },
+    /// A mark a node publishes to its own channel while it waits for
+    /// confirmations: its echo proves that everything Redis processed
+    /// before it has reached this node.
+    Mark {
+        /// When it was published, in ms of the node's monotonic clock.
+        at_ms: u64,
+    },
+}
+
+/// A signal held for a resumable session, as a handover carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldSignal {
+    /// SIGNAL_OFFER, SIGNAL_ANSWER or SIGNAL_ICE_CANDIDATE as its wire byte.
+    pub kind: u8,
+    /// The sender's message id.
+    pub message_id: Uuid,
+    /// The sender.
+    pub source: String,
+    /// The signal data.
+    pub data: String,
 }
 
 /// A routed signal.
@@ -59,6 +121,8 @@ pub struct SignalEnvelope {
     /// Set when a node that no longer held the target passed it on (at
     /// most one such hop).
     pub forwarded: bool,
+    /// The origin's sequence number: what the taking node confirms.
+    pub seq: u64,
 }
 
 /// The borrowed twin of [`Envelope::Signal`] for encoding without copying
@@ -90,6 +154,8 @@ pub struct SignalRef<'a> {
     pub traceparent: Option<&'a str>,
     /// See [`SignalEnvelope::forwarded`].
     pub forwarded: bool,
+    /// See [`SignalEnvelope::seq`].
+    pub seq: u64,
 }
 
 impl SignalRef<'_> {
@@ -139,6 +205,7 @@ mod tests {
             sent_at_us: 42,
             traceparent: None,
             forwarded: false,
+            seq: 7,
         });
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         let t = Envelope::Takeover {
@@ -146,6 +213,10 @@ mod tests {
             session: Uuid::new_v4(),
         };
         assert_eq!(Envelope::decode(&t.encode()).unwrap(), t);
+        let c = Envelope::Confirm {
+            seqs: vec![1, 2, u64::MAX],
+        };
+        assert_eq!(Envelope::decode(&c.encode()).unwrap(), c);
     }
 
     #[test]
@@ -160,6 +231,7 @@ mod tests {
             sent_at_us: 123_456,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             forwarded: true,
+            seq: 99,
         };
         let borrowed = SignalRef {
             origin: &owned.origin,
@@ -171,6 +243,7 @@ mod tests {
             sent_at_us: owned.sent_at_us,
             traceparent: owned.traceparent.as_deref(),
             forwarded: owned.forwarded,
+            seq: owned.seq,
         };
         let bytes = borrowed.encode();
         assert_eq!(bytes, Envelope::Signal(owned.clone()).encode());

@@ -51,7 +51,8 @@ impl MessageBus for MemoryBus {
         self.subscribers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(node.clone(), sink);
+            .insert(node.clone(), Arc::clone(&sink));
+        sink.on_subscribed();
         Ok(())
     }
 }

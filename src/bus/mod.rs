@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use self::redis::RedisBus;
 pub use self::redis_cluster::RedisClusterBus;
-pub use envelope::{Envelope, EnvelopeError, SignalEnvelope, SignalRef};
+pub use envelope::{Envelope, EnvelopeError, HeldSignal, SignalEnvelope, SignalRef};
 pub use memory::MemoryBus;
 
 use crate::ids::NodeId;
@@ -33,6 +33,10 @@ use crate::ids::NodeId;
 pub trait EnvelopeSink: Send + Sync + 'static {
     /// Handles one encoded envelope.
     fn on_envelope(&self, bytes: &[u8]);
+
+    /// The subscription was (re-)established. After a re-subscription the
+    /// backend may have restarted empty or dropped envelopes meanwhile.
+    fn on_subscribed(&self) {}
 }
 
 /// Called once with the outcome of a publish.

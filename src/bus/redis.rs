@@ -211,6 +211,11 @@ async fn run_subscriber(
         if let Some(pubsub) = subscribed {
             backoff = Duration::from_millis(50);
             tracing::info!(%channel, "subscribed to the node channel");
+            let Some(live) = sink.upgrade() else {
+                return; // the node is gone
+            };
+            live.on_subscribed();
+            drop(live);
             let mut stream = pubsub.into_on_message();
             loop {
                 tokio::select! {
@@ -239,6 +244,8 @@ async fn run_subscriber(
             return;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        // At most half a second between attempts: routing must be back
+        // within 2 s of Redis answering again.
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }

@@ -19,6 +19,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "outbound_queue_bytes",
             "max_invalid_frames",
             "worker_threads",
+            "resume_window",
         ],
     ),
     (
@@ -47,6 +48,7 @@ pub const KEYS: &[(&str, &[&str])] = &[
             "redis_tls_cert_path",
             "redis_tls_key_path",
             "redis_tls_insecure",
+            "delivery_timeout",
         ],
     ),
     ("admin", &["host", "port"]),

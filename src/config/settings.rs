@@ -80,6 +80,8 @@ pub struct ServerSettings {
     /// Runtime worker threads; 0 = one per CPU core. One is cheaper per
     /// signal when a node shares a small machine with other processes.
     pub worker_threads: usize,
+    /// Seconds a session that lost its socket stays resumable; 0 = off.
+    pub resume_window: u64,
 }
 
 impl Default for ServerSettings {
@@ -97,11 +99,17 @@ impl Default for ServerSettings {
             outbound_queue_bytes: 1 << 20,
             max_invalid_frames: 100,
             worker_threads: 0,
+            resume_window: 30,
         }
     }
 }
 
 impl ServerSettings {
+    /// How long a session that lost its socket stays resumable.
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_secs(self.resume_window)
+    }
+
     /// The heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_interval)
@@ -175,6 +183,9 @@ pub struct ClusterSettings {
     pub redis_tls_key_path: Option<PathBuf>,
     /// Accept any Redis certificate (warned at start-up).
     pub redis_tls_insecure: bool,
+    /// Seconds within which a cross-node signal that no node confirmed is
+    /// answered PEER_UNREACHABLE.
+    pub delivery_timeout: u64,
 }
 
 /// `cluster.redis_mode`.
@@ -205,6 +216,7 @@ impl Default for ClusterSettings {
             redis_tls_cert_path: None,
             redis_tls_key_path: None,
             redis_tls_insecure: false,
+            delivery_timeout: 2,
         }
     }
 }
@@ -303,11 +315,18 @@ impl Settings {
                 "cluster.redis_pool_size",
                 self.cluster.redis_pool_size as u64,
             ),
+            ("cluster.delivery_timeout", self.cluster.delivery_timeout),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err((key, "must be greater than 0".into()));
             }
+        }
+        if s.resume_window > 3600 {
+            return Err((
+                "server.resume_window",
+                "must be at most 3600 seconds".into(),
+            ));
         }
         if s.worker_threads > 1024 {
             return Err(("server.worker_threads", "must be at most 1024".into()));
@@ -361,7 +380,13 @@ impl Settings {
         Ok(())
     }
 
-    /// Seconds a presence record lives without refresh.
+    /// How long an unconfirmed cross-node signal waits before its sender is
+    /// answered PEER_UNREACHABLE.
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_secs(self.cluster.delivery_timeout)
+    }
+
+    /// How long a presence record lives without refresh.
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(
             self.cluster

@@ -52,6 +52,7 @@ impl LocalRoute {
         Target {
             handle,
             drained: Vec::with_capacity(1024),
+            receipts: Vec::new(),
         }
     }
 
@@ -85,13 +86,18 @@ impl LocalRoute {
 pub struct Target {
     handle: Arc<SessionHandle>,
     drained: Vec<bytes::Bytes>,
+    receipts: Vec<super::outbox::Receipt>,
 }
 
 impl Target {
     /// Empties the queue; false if the session closed.
     pub fn drain(&mut self) -> bool {
-        let open = self.handle.take(&mut self.drained).is_none();
+        let open = self
+            .handle
+            .take(&mut self.drained, &mut self.receipts)
+            .is_none();
         self.drained.clear();
+        self.receipts.clear();
         open
     }
 }

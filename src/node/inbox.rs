@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
+use super::outbox::{Queuing, Receipt, Tag};
 use super::router::now_micros;
 use super::{Node, RouteError};
 use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
@@ -21,6 +22,12 @@ impl EnvelopeSink for NodeSink {
     fn on_envelope(&self, bytes: &[u8]) {
         if let Some(node) = self.0.upgrade() {
             node.on_envelope(bytes);
+        }
+    }
+
+    fn on_subscribed(&self) {
+        if let Some(node) = self.0.upgrade() {
+            node.on_subscribed();
         }
     }
 }
@@ -50,6 +57,22 @@ impl Inbound {
 }
 
 impl Node {
+    /// The subscription is (again) in place. A re-subscription means Redis
+    /// restarted or the connection broke: Redis may have lost every record,
+    /// so re-register every local session now (not at the next upkeep
+    /// tick), and let other nodes re-send confirmations the broken
+    /// connection may have lost before giving up on any signal.
+    fn on_subscribed(&self) {
+        if self
+            .subscribed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!("bus subscription re-established; re-registering local sessions");
+            self.unconfirmed.resubscribed(self.now_ms());
+            self.health.upkeep_now();
+        }
+    }
+
     /// Handles one envelope from the bus.
     fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
         let envelope = match Envelope::decode(bytes) {
@@ -69,19 +92,39 @@ impl Node {
                 }
             },
             Envelope::Undeliverable {
-                source,
-                target,
-                message_id,
-                code,
+                target, code, seq, ..
             } => {
-                if !is_valid_client_id(&source) || !is_valid_client_id(&target) {
+                if !is_valid_client_id(&target) {
                     self.metrics.envelope_refused("invalid_id");
                     return;
                 }
                 self.forget_location(&target);
-                if let Some(sender) = self.hub.get(&source) {
-                    self.answer(&sender, message_id, RouteError::from_code(&code));
+                // Answered once: unless a timeout answered it already.
+                if let Some(pending) = self.settle(seq) {
+                    self.fail(&pending, RouteError::from_code(&code));
                 }
+            }
+            Envelope::Confirm { seqs } => {
+                for seq in seqs {
+                    self.settle(seq);
+                }
+            }
+            Envelope::Mark { at_ms } => self.unconfirmed.mark_echoed(at_ms, self.now_ms()),
+            Envelope::ResumeRequest {
+                client,
+                session,
+                secret,
+                reply_to,
+                request,
+            } => self.on_resume_request(&client, session, &secret, &reply_to, request),
+            Envelope::Handover { request, signals } => self.on_handover(request, signals),
+            Envelope::Unheld { source, message_id } => {
+                if !is_valid_client_id(&source) {
+                    self.metrics.envelope_refused("invalid_id");
+                    return;
+                }
+                self.metrics.held_answered.inc();
+                self.answer_local(&source, message_id, RouteError::NotFound);
             }
             Envelope::Takeover { client, session } => {
                 let Some(client) = ClientId::new(&client) else {
@@ -93,6 +136,11 @@ impl Node {
                     if old.session_id.0 != session {
                         self.hub.remove(client.as_str(), old.session_id);
                         old.close(crate::protocol::DisconnectReason::Replaced);
+                        // A resumable session ends for good.
+                        let node = Arc::clone(self);
+                        tokio::spawn(async move {
+                            node.end_parked(&client, old.session_id).await;
+                        });
                     }
                 }
             }
@@ -138,7 +186,26 @@ impl Node {
             kind,
             origin,
         } = inbound;
+        let age_us = now_micros().saturating_sub(signal.sent_at_us);
+        if age_us > self.accept_window_us() {
+            // The origin may have given up on it already (or will): never
+            // deliver what its sender may be told failed.
+            self.metrics.signals_expired.inc();
+            self.bounce(&signal, &origin, RouteError::Unreachable);
+            return Some(RouteError::Unreachable);
+        }
         let error = match self.hub.get(&signal.target) {
+            None if self.moved_to(&signal.target).is_some() => {
+                // Its session was handed over from here: pass it on, after
+                // the handover on the same ordered path.
+                let to = self.moved_to(&signal.target)?;
+                let envelope = Envelope::Signal(SignalEnvelope {
+                    forwarded: true,
+                    ..signal
+                });
+                self.bus.publish(&to, envelope.encode(), None);
+                return None;
+            }
             None if !signal.forwarded => {
                 // The origin's cached location is stale: pass it on, within
                 // a bound on forwards in flight.
@@ -167,12 +234,27 @@ impl Node {
                     &signal.source,
                     &signal.data,
                 );
-                match frame.map(|f| target.deliver(f)) {
-                    Ok(Ok(())) => {
-                        let latency = now_micros().saturating_sub(signal.sent_at_us);
+                // Confirmed once the session has written it (a node killed
+                // before that never confirms: the origin answers), or at
+                // once when it is held for a resumable session.
+                let receipt = Receipt {
+                    origin: origin.clone(),
+                    seq: signal.seq,
+                };
+                let tag = ClientId::new(&signal.source).map(|source| Tag {
+                    source,
+                    message_id: signal.message_id,
+                    receipt: Some(receipt.clone()),
+                    confirmed: false,
+                });
+                match frame.map(|f| target.deliver_with(f, tag)) {
+                    Ok(Ok(queuing)) => {
                         self.metrics
                             .cross_node_delivery
-                            .observe(latency as f64 / 1e6);
+                            .observe(age_us as f64 / 1e6);
+                        if queuing == Queuing::Held {
+                            self.confirm_written(&mut vec![receipt]);
+                        }
                         return None;
                     }
                     Err(_) => RouteError::TooLarge,
@@ -191,6 +273,7 @@ impl Node {
             target: signal.target.clone(),
             message_id: signal.message_id,
             code: error.code().as_str().to_owned(),
+            seq: signal.seq,
         };
         self.bus.publish(origin, bounce.encode(), None);
     }

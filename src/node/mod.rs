@@ -9,11 +9,14 @@
 //! (envelopes from other nodes), `upkeep.rs` (presence refresh, node
 //! liveness, bus probes, readiness).
 
+mod confirm;
+mod delivery;
 mod hub;
 mod inbox;
 mod locations;
 mod outbox;
 mod registration;
+mod resume;
 mod route_error;
 mod router;
 mod upkeep;
@@ -25,8 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use outbox::{OutboxLimits, SessionHandle};
+pub(crate) use outbox::{OutboxLimits, Receipt, SessionHandle};
 pub(crate) use registration::Registration;
+pub(crate) use resume::new_token;
 pub(crate) use route_error::RouteError;
 pub(crate) use router::Outgoing;
 pub(crate) use upkeep::Background;
@@ -61,11 +65,29 @@ pub struct Node {
     locations: locations::LocationCache,
     /// Stale-location forwards in flight (bounded).
     forwards: Arc<tokio::sync::Semaphore>,
+    /// Cross-node signals this node sent, waiting for confirmation.
+    unconfirmed: confirm::Unconfirmed,
+    /// Signals this node took, waiting to be confirmed to their origins.
+    confirmations: confirm::Confirmations,
+    /// Wakes the confirmation flusher.
+    confirm_wake: tokio::sync::Notify,
+    /// Wakes the unconfirmed-signal sweeper.
+    sweep_wake: tokio::sync::Notify,
+    /// The origin of [`Node::now_ms`].
+    started: tokio::time::Instant,
+    /// The bus subscription was established at least once.
+    subscribed: AtomicBool,
+    /// Resumable sessions, handovers in flight, clients that moved.
+    resumes: resume::Resumes,
 }
 
 /// Forwards of envelopes whose target moved that may run at once; beyond
 /// this the origin is answered PEER_UNREACHABLE at once.
 const MAX_FORWARDS: usize = 1024;
+
+/// Cross-node signals that may wait for confirmation at once; beyond this
+/// a signal is answered UNAVAILABLE before it is published.
+const MAX_UNCONFIRMED: usize = 200_000;
 
 impl Node {
     /// Assembles a node from its parts.
@@ -81,6 +103,7 @@ impl Node {
             frames: settings.server.outbound_queue_frames,
             bytes: settings.server.outbound_queue_bytes,
         };
+        let delivery_timeout_ms = settings.delivery_timeout().as_millis() as u64;
         Node {
             id,
             settings,
@@ -94,7 +117,23 @@ impl Node {
             limits,
             locations: locations::LocationCache::new(LOCATION_CACHE_TTL),
             forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            unconfirmed: confirm::Unconfirmed::new(
+                MAX_UNCONFIRMED,
+                confirm::Timing::for_timeout(delivery_timeout_ms),
+            ),
+            confirmations: confirm::Confirmations::default(),
+            confirm_wake: tokio::sync::Notify::new(),
+            sweep_wake: tokio::sync::Notify::new(),
+            started: tokio::time::Instant::now(),
+            subscribed: AtomicBool::new(false),
+            resumes: resume::Resumes::default(),
         }
+    }
+
+    /// Milliseconds of the node's monotonic clock (tokio's, so paused-time
+    /// tests drive it).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// This node's id.
@@ -137,6 +176,11 @@ impl Node {
         self.metrics.draining.set(1);
     }
 
+    /// Whether other nodes may exist (a cluster backend, not memory).
+    pub(crate) fn is_clustered(&self) -> bool {
+        matches!(self.bus, Bus::Redis(_))
+    }
+
     /// The heartbeat interval clients are told.
     pub(crate) fn heartbeat(&self) -> Duration {
         self.settings.server.heartbeat()
@@ -158,6 +202,8 @@ impl Node {
         ));
         if let Some(old) = self.hub.insert(client.clone(), Arc::clone(&handle)) {
             old.close(DisconnectReason::Replaced);
+            // A resumable session ends for good: its held signals are answered.
+            self.end_parked(client, old.session_id).await;
         }
         // From here on the guard owns the hub entry (and the record): a
         // failure below, or a cancelled CONNECT, drops it.
@@ -176,6 +222,18 @@ impl Node {
         }
         registration.established();
         Ok(registration)
+    }
+
+    /// A session wrote these frames from other nodes to its socket: confirm
+    /// them to their origins (batched by the flusher).
+    pub(crate) fn confirm_written(&self, receipts: &mut Vec<Receipt>) {
+        let mut wake = false;
+        for receipt in receipts.drain(..) {
+            wake |= self.confirmations.add(&receipt.origin, receipt.seq);
+        }
+        if wake {
+            self.confirm_wake.notify_one();
+        }
     }
 
     /// Subscribes to the node's channel and starts the upkeep tasks.

@@ -70,6 +70,13 @@ impl Registration {
         }
     }
 
+    /// Leaves the hub but keeps the presence record: the session moved to
+    /// another node, which overwrites the record with the same session.
+    pub(crate) fn release(mut self) {
+        self.ended = true;
+        self.leave_hub();
+    }
+
     fn leave_hub(&self) {
         // A late delivery gets an ERROR instead of sitting in a queue
         // nobody writes; the first close reason set stays.

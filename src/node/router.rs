@@ -7,14 +7,29 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use bytes::Bytes;
+
+use super::confirm::Pending;
+use super::outbox::Tag;
 use super::{Node, RouteError, SessionHandle};
-use crate::bus::{MessageBus, SignalRef};
+use crate::bus::{BusError, MessageBus, SignalRef};
 use crate::ids::ClientId;
+use crate::ids::NodeId;
 use crate::metrics::RouteOutcome;
 use crate::presence::{Location, PresenceRegistry};
 use crate::protocol::{encode_error, encode_signal, MessageType};
 use crate::telemetry;
 use crate::telemetry::ErrorChain;
+
+/// One publish of a cross-node signal, kept until the publish is answered.
+struct Attempt {
+    seq: u64,
+    target: Box<str>,
+    to: NodeId,
+    envelope: Bytes,
+    /// Already published once to a node that turned out to be gone.
+    rerouted: bool,
+}
 
 /// One signal to route.
 pub(crate) struct Outgoing<'a> {
@@ -50,9 +65,10 @@ impl Node {
         }
         let location = self.locations.get(signal.target)?;
         span.record("signal_manager.route", "remote");
-        self.publish_signal(signal, sender, location);
-        self.metrics.routed(true, RouteOutcome::RemotePublished);
-        Some(Ok(()))
+        let outcome = self.publish_signal(signal, sender, location);
+        self.metrics
+            .routed(true, outcome_of(&outcome, RouteOutcome::RemotePublished));
+        Some(outcome)
     }
 
     /// Looks the target up in presence, then publishes to its node.
@@ -62,10 +78,13 @@ impl Node {
         sender: &Arc<SessionHandle>,
     ) -> Result<(), RouteError> {
         tracing::Span::current().record("signal_manager.route", "remote");
-        let result = self.lookup(signal.target).await.map(|location| {
-            self.locations.insert(signal.target, location.clone());
-            self.publish_signal(signal, sender, location);
-        });
+        let result = match self.lookup(signal.target).await {
+            Ok(location) => {
+                self.locations.insert(signal.target, location.clone());
+                self.publish_signal(signal, sender, location)
+            }
+            Err(error) => Err(error),
+        };
         self.metrics
             .routed(true, outcome_of(&result, RouteOutcome::RemotePublished));
         result
@@ -81,6 +100,14 @@ impl Node {
             }
         };
         if location.node_id == self.id {
+            // The session was handed over from here and the new node has not
+            // written its record yet: route there.
+            if let Some(node_id) = self.moved_to(target) {
+                return Ok(Location {
+                    node_id,
+                    ..location
+                });
+            }
             // Our own stale record: the session ended a moment ago.
             return Err(RouteError::NotFound);
         }
@@ -101,15 +128,33 @@ impl Node {
             signal.data,
         )
         .map_err(|_| RouteError::TooLarge)?;
-        Ok(target.deliver(frame)?)
+        let tag = Tag {
+            source: signal.source.clone(),
+            message_id: signal.message_id,
+            receipt: None,
+            confirmed: false,
+        };
+        target.deliver_with(frame, Some(tag))?;
+        Ok(())
     }
 
+    /// Publishes to the target's node and waits (without blocking) for its
+    /// confirmation; refused at once when too many signals wait already.
     fn publish_signal(
         self: &Arc<Self>,
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
         location: Location,
-    ) {
+    ) -> Result<(), RouteError> {
+        let seq = self
+            .unconfirmed
+            .track(Arc::clone(sender), signal.message_id, self.now_ms())
+            .map_err(|_| {
+                self.metrics.publish_failed("unconfirmed_full");
+                RouteError::Unavailable
+            })?;
+        self.metrics.unconfirmed.inc();
+        self.sweep_wake.notify_one();
         // The routing span is the delivery span's parent on the target node.
         let traceparent = telemetry::traceparent(&tracing::Span::current());
         let envelope = SignalRef {
@@ -122,6 +167,7 @@ impl Node {
             sent_at_us: now_micros(),
             traceparent: traceparent.as_deref(),
             forwarded: false,
+            seq,
         }
         .encode();
         let publish = crate::child_span!(
@@ -133,60 +179,116 @@ impl Node {
             messaging.message.id = %signal.message_id,
             signal_manager.target_node = %location.node_id,
         );
+        let attempt = Attempt {
+            seq,
+            target: signal.target.into(),
+            to: location.node_id,
+            envelope,
+            rerouted: false,
+        };
+        self.publish_attempt(attempt, publish);
+        self.metrics.cross_node_sent.inc();
+        Ok(())
+    }
+
+    fn publish_attempt(self: &Arc<Self>, attempt: Attempt, span: tracing::Span) {
         let node = Arc::clone(self);
-        let sender = Arc::clone(sender);
-        let message_id = signal.message_id;
-        let target = signal.target.to_owned();
-        let to = location.node_id.clone();
+        let to = attempt.to.clone();
+        let envelope = attempt.envelope.clone();
         self.bus.publish(
             &to,
             envelope,
             Some(Box::new(move |result| {
                 // The publish span ends when the publish is answered.
-                if let Some(error) =
-                    node.on_published(result, &sender, message_id, &target, location)
-                {
-                    telemetry::record_error(&publish, error.code(), &error.to_string());
+                if let Some(error) = node.on_published(result, attempt) {
+                    telemetry::record_error(&span, error.code(), &error.to_string());
                 }
             })),
         );
-        self.metrics.cross_node_sent.inc();
     }
 
+    /// What a publish's outcome settles. Reaching a node settles nothing:
+    /// that node's confirmation (or its bounce, or the timeout) will.
     fn on_published(
         self: &Arc<Self>,
-        result: Result<usize, crate::bus::BusError>,
-        sender: &SessionHandle,
-        message_id: Uuid,
-        target: &str,
-        location: Location,
+        result: Result<usize, BusError>,
+        attempt: Attempt,
     ) -> Option<RouteError> {
-        let error = match result {
-            Ok(n) if n > 0 => return None,
+        match result {
+            Ok(n) if n > 0 => None,
             Ok(_) => {
                 self.metrics.publish_failed("no_subscriber");
-                self.locations.evict(target);
-                // The target's node is gone: drop its stale record so later
+                self.locations.evict(&attempt.target);
+                let pending = self.settle(attempt.seq)?;
+                // Presence decides the answer: gone, moved, or its record
+                // names the node that did not take it.
+                let node = Arc::clone(self);
+                tokio::spawn(async move { node.after_no_subscriber(pending, attempt).await });
+                Some(RouteError::Unreachable)
+            }
+            // Never sent: nothing can have been delivered.
+            Err(error @ (BusError::NotConnected | BusError::QueueFull)) => {
+                tracing::debug!(error = %ErrorChain(&error), "publish not sent");
+                self.metrics.publish_failed("unavailable");
+                self.locations.evict(&attempt.target);
+                let pending = self.settle(attempt.seq)?;
+                self.fail(&pending, RouteError::Unavailable);
+                Some(RouteError::Unavailable)
+            }
+            // Maybe sent (a timeout, a broken connection): only the
+            // receiver's confirmation or the delivery timeout may answer,
+            // or the sender could be told "failed" about a delivered signal.
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(&error), "publish outcome unknown; awaiting confirmation");
+                self.metrics.publish_failed("uncertain");
+                self.locations.evict(&attempt.target);
+                None
+            }
+        }
+    }
+
+    async fn after_no_subscriber(self: Arc<Self>, pending: Pending, attempt: Attempt) {
+        let error = match self.presence.locate(&attempt.target).await {
+            Ok(None) => RouteError::NotFound,
+            Ok(Some(location)) if location.node_id == self.id => RouteError::NotFound,
+            Ok(Some(location)) if location.node_id == attempt.to => {
+                // The record names the node that is gone: drop it, so later
                 // signals get PEER_NOT_FOUND without a publish.
-                if let Some(client) = ClientId::new(target) {
-                    let node = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let _ = node.presence.unregister(&client, &location).await;
-                    });
+                if let Some(client) = ClientId::new(&attempt.target) {
+                    let _ = self.presence.unregister(&client, &location).await;
                 }
                 RouteError::Unreachable
             }
-            Err(error) => {
-                tracing::debug!(error = %ErrorChain(&error), "publish failed");
-                self.metrics.publish_failed("unavailable");
-                self.locations.evict(target);
-                RouteError::Unavailable
+            Ok(Some(location)) if !attempt.rerouted => {
+                // The client moved: publish once more, where it is now.
+                self.unconfirmed.restore(attempt.seq, pending);
+                self.locations.insert(&attempt.target, location.clone());
+                let retry = Attempt {
+                    to: location.node_id,
+                    rerouted: true,
+                    ..attempt
+                };
+                self.publish_attempt(retry, tracing::Span::none());
+                return;
             }
+            Ok(Some(_)) => RouteError::Unreachable,
+            Err(_) => RouteError::Unavailable,
         };
+        self.fail(&pending, error);
+    }
+
+    /// Takes a signal out of the unconfirmed set (once).
+    pub(super) fn settle(&self, seq: u64) -> Option<Pending> {
+        let pending = self.unconfirmed.settle(seq)?;
+        self.metrics.unconfirmed.dec();
+        Some(pending)
+    }
+
+    /// Answers a settled cross-node signal's sender with `error`.
+    pub(super) fn fail(&self, pending: &Pending, error: RouteError) {
         self.metrics
             .routed(true, RouteOutcome::Failed(error.code()));
-        self.answer(sender, message_id, error);
-        Some(error)
+        self.answer(&pending.sender, pending.message_id, error);
     }
 
     /// Forgets a remote peer's cached location.

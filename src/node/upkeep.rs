@@ -57,6 +57,11 @@ impl Health {
         now.saturating_sub(last) <= (PROBE_INTERVAL * PROBE_MISSES).as_millis() as u64
     }
 
+    /// Asks the upkeep task for a round now (presence may have been lost).
+    pub(super) fn upkeep_now(&self) {
+        self.upkeep_now.notify_one();
+    }
+
     fn set_presence_ok(&self, ok: bool, metrics: &Metrics) {
         self.presence_ok.store(ok, Ordering::Release);
         metrics.redis_connected.set(i64::from(self.is_healthy()));
@@ -107,6 +112,12 @@ pub(super) async fn start(node: &Arc<Node>) -> Result<Background, BusError> {
     let mut tasks = vec![tokio::spawn(async move { upkeep.run_upkeep().await })];
     let probes = Arc::clone(node);
     tasks.push(tokio::spawn(async move { probes.run_probes().await }));
+    let flusher = Arc::clone(node);
+    tasks.push(tokio::spawn(
+        async move { flusher.run_confirmations().await },
+    ));
+    let sweeper = Arc::clone(node);
+    tasks.push(tokio::spawn(async move { sweeper.run_sweeper().await }));
     Ok(Background { tasks, _sink: sink })
 }
 

@@ -269,8 +269,10 @@ async fn no_signal_is_lost_silently_while_a_node_restarts() {
                     }
                 }
             }
+            // Signals held for the drained node's resumable sessions are
+            // answered at its drain deadline (5 s).
             while let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_secs(3), sender.next_event()).await
+                tokio::time::timeout(Duration::from_secs(8), sender.next_event()).await
             {
                 if let Event::Error { message_id, .. } = event {
                     *ledger.lock().unwrap().errors.entry(message_id).or_default() += 1;

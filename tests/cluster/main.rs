@@ -6,8 +6,11 @@
 mod support;
 
 mod acl;
+mod chaos;
 mod contract;
+mod delivery;
 mod faults;
+mod otlp_tls;
 mod redis_cluster;
 mod routing;
 mod sentinel;

@@ -25,11 +25,11 @@ use crate::*;
 
 /// One exported span, flattened with its resource.
 #[derive(Clone, Debug)]
-struct Exported {
-    instance: String,
+pub(crate) struct Exported {
+    pub(crate) instance: String,
     service: String,
     version: String,
-    name: String,
+    pub(crate) name: String,
     trace_id: Vec<u8>,
     span_id: Vec<u8>,
     parent: Vec<u8>,
@@ -51,8 +51,21 @@ fn text(attrs: &[KeyValue], key: &str) -> String {
 
 /// Starts an OTLP/HTTP receiver; returns its base URL and what it got.
 async fn receiver() -> (String, Arc<Mutex<Vec<Exported>>>) {
+    receiver_with(None).await
+}
+
+/// Starts an OTLP/HTTP receiver, over https when `tls` is given (its base
+/// URL then names `localhost`, the name in the test certificates); returns
+/// its base URL and what it got.
+pub(crate) async fn receiver_with(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, Arc<Mutex<Vec<Exported>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let base = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let spans = Arc::new(Mutex::new(Vec::new()));
     let store = Arc::clone(&spans);
     tokio::spawn(async move {
@@ -61,48 +74,63 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Exported>>>) {
                 continue;
             };
             let store = Arc::clone(&store);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let store = Arc::clone(&store);
-                    async move {
-                        assert_eq!(req.uri().path(), "/v1/traces");
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let request =
-                            ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                        let mut out = store.lock().unwrap();
-                        for rs in request.resource_spans {
-                            let attrs = rs.resource.map(|r| r.attributes).unwrap_or_default();
-                            for ss in rs.scope_spans {
-                                for span in ss.spans {
-                                    out.push(Exported {
-                                        instance: text(&attrs, "service.instance.id"),
-                                        service: text(&attrs, "service.name"),
-                                        version: text(&attrs, "service.version"),
-                                        name: span.name.clone(),
-                                        trace_id: span.trace_id.clone(),
-                                        span_id: span.span_id.clone(),
-                                        parent: span.parent_span_id.clone(),
-                                        attributes: span
-                                            .attributes
-                                            .iter()
-                                            .map(|kv| {
-                                                (kv.key.clone(), text(&span.attributes, &kv.key))
-                                            })
-                                            .collect(),
-                                    });
-                                }
-                            }
+                match tls {
+                    // A client that does not trust the certificate aborts
+                    // the handshake: nothing is received from it.
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            serve_otlp(stream, store).await;
                         }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
                     }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    None => serve_otlp(stream, store).await,
+                }
             });
         }
     });
     (base, spans)
+}
+
+/// Answers OTLP/HTTP trace exports on one connection, storing their spans.
+async fn serve_otlp<S>(stream: S, store: Arc<Mutex<Vec<Exported>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let store = Arc::clone(&store);
+        async move {
+            assert_eq!(req.uri().path(), "/v1/traces");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+            let mut out = store.lock().unwrap();
+            for rs in request.resource_spans {
+                let attrs = rs.resource.map(|r| r.attributes).unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        out.push(Exported {
+                            instance: text(&attrs, "service.instance.id"),
+                            service: text(&attrs, "service.name"),
+                            version: text(&attrs, "service.version"),
+                            name: span.name.clone(),
+                            trace_id: span.trace_id.clone(),
+                            span_id: span.span_id.clone(),
+                            parent: span.parent_span_id.clone(),
+                            attributes: span
+                                .attributes
+                                .iter()
+                                .map(|kv| (kv.key.clone(), text(&span.attributes, &kv.key)))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn traced_node(

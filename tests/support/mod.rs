@@ -318,8 +318,15 @@ impl ChildNode {
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
+        // SM_TEST_NODE_LOGS=1 shows the child nodes' logs (for debugging).
+        if std::env::var_os("SM_TEST_NODE_LOGS").is_some() {
+            cmd.stderr(Stdio::inherit())
+                .env("SIGNAL_MANAGER_LOGGING_FORMAT", "pretty")
+                .env("SIGNAL_MANAGER_LOGGING_LEVEL", "debug");
+        } else {
+            cmd.stderr(Stdio::null());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -111,6 +111,14 @@ impl RedisServer {
         );
     }
 
+    /// The server's process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("redis-server runs")
+    }
+
     /// Kills the server (SIGKILL); its data is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

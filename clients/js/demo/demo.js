@@ -12,14 +12,19 @@ const ui = {
   videos: $('videos'), localVideo: $('local-video'), remoteVideo: $('remote-video'),
 };
 
-// Prefill from the query string: ?url=...&id=...&token=...&peer=...
+// Prefill from the query string: ?url=...&id=...&token=...&peer=...&relay=1
 const params = new URLSearchParams(location.search);
 for (const [param, input] of [['url', ui.url], ['id', ui.clientId], ['token', ui.token], ['peer', ui.peerId]]) {
   if (params.has(param)) input.value = params.get(param);
 }
 ui.otherLink.hidden = params.has('id');
 
-const ICE_SERVERS = []; // add STUN/TURN here to call across NATs
+// Calls use the STUN/TURN servers the node sends in CONNECT_ACK (none from a
+// node without turn.* settings: then only direct paths work). relay=1 makes
+// every call go through TURN, to try the TURN set-up.
+const RELAY_ONLY = params.get('relay') === '1';
+const RTC_CONFIG = RELAY_ONLY ? { iceTransportPolicy: 'relay' } : {};
+if (RELAY_ONLY) ui.otherLink.href += '&relay=1';
 
 let client = null;
 /** The current call: {peer, pc, link, dc, localStream} or null. */
@@ -83,12 +88,14 @@ function wireDataChannel(dc) {
  */
 function startCall(peer, { polite }) {
   endCall({ quiet: true });
-  const pc = new RTCPeerConnection({ iceServers: ICE_SERVERS });
-  call = { peer, pc, link: null, dc: null, localStream: null };
-  call.link = attachPeerConnection(client, pc, peer, {
+  // No pc given: the link creates it with the session's ICE servers.
+  const link = attachPeerConnection(client, null, peer, {
     polite,
+    rtcConfig: RTC_CONFIG,
     onError: (err) => log(`call: ${err.message}`, 'err'),
   });
+  const { pc } = link;
+  call = { peer, pc, link, dc: null, localStream: null };
   pc.ondatachannel = (e) => wireDataChannel(e.channel);
   pc.ontrack = (e) => {
     ui.videos.hidden = false;
@@ -132,11 +139,16 @@ async function connect(event) {
   client = new SignalManagerClient();
   client.on('connected', (c) => {
     setStatus('connected', `Connected as ${c.clientId} to node ${c.nodeId} (${c.url}), session ${c.sessionId}.`);
-    log(c.reconnected ? `reconnected to node ${c.nodeId}` : `connected to node ${c.nodeId}`);
+    if (c.resumed) log(`resumed the session on node ${c.nodeId}`);
+    else log(c.reconnected ? `reconnected to node ${c.nodeId} (new session)` : `connected to node ${c.nodeId}`);
+    // URLs only: TURN entries carry credentials.
+    const urls = client.iceServers.flatMap((s) => s.urls);
+    log(urls.length ? `ICE servers: ${urls.join(', ')}${RELAY_ONLY ? ' (relay only)' : ''}` : 'no ICE servers from the node: direct paths only');
     refreshButtons();
   });
   client.on('disconnect', (d) => {
-    log(`disconnected: ${d.reason}${d.message ? ` (${d.message})` : ''}${d.willReconnect ? ', reconnecting' : ''}`, d.willReconnect ? 'sys' : 'err');
+    const next = d.willReconnect ? (d.resumable ? ', resuming' : ', reconnecting') : '';
+    log(`disconnected: ${d.reason}${d.message ? ` (${d.message})` : ''}${next}`, d.willReconnect ? 'sys' : 'err');
     if (!d.willReconnect) {
       setStatus('closed', `Disconnected: ${d.reason}.`);
       client = null;

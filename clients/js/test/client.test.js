@@ -4,85 +4,17 @@
 // tests/browser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWsServer, NodeWebSocket } from '../testing/ws.js';
+import { startWsServer } from '../testing/ws.js';
+import {
+  utf8, eventually, nextEvent, scriptedServer, send, ack, defaultScript, disconnect, newClient,
+} from '../testing/scripted.js';
 import {
   MessageType as T,
   PayloadType as P,
-  SignalManagerClient,
+  ErrorCode,
   attachPeerConnection,
-  decodeClientMessage,
   encodeFrame,
-  encodeJson,
-  newMessageId,
 } from '../signal-manager.js';
-
-const utf8 = new TextDecoder();
-
-/** Waits until `pred()` is truthy, polling; fails after `ms`. */
-async function eventually(pred, ms = 3000, what = 'condition') {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = pred();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-function nextEvent(client, type, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no ${type} event within ${ms} ms`));
-    }, ms);
-    const off = client.on(type, (d) => {
-      clearTimeout(timer);
-      off();
-      resolve(d);
-    });
-  });
-}
-
-/**
- * A scripted server. Every decoded client frame is recorded in `frames`
- * (with its connection). `script(conn, msg, raw)` answers; the default one
- * acks CONNECT and echoes HEARTBEAT.
- */
-async function scriptedServer(script = defaultScript, opts = {}) {
-  const frames = [];
-  const server = await startWsServer((conn) => {
-    conn.on('message', (raw, isBinary) => {
-      if (!isBinary) return;
-      const msg = decodeClientMessage(raw);
-      frames.push({ conn, msg, raw });
-      script(conn, msg, raw, opts);
-    });
-  });
-  return { ...server, frames };
-}
-
-function send(conn, messageType, fields, messageId = newMessageId()) {
-  conn.send(encodeFrame({ messageType, messageId, payloadType: P.JSON, payload: encodeJson(messageType, fields) }));
-  return messageId;
-}
-
-function ack(conn, msg, { heartbeat = 30000, node = 'node-t', session = 'sess-1' } = {}) {
-  send(conn, T.CONNECT_ACK, { session_id: session, client_id: msg.clientId, node_id: node, heartbeat_interval_ms: heartbeat }, msg.messageId);
-}
-
-function defaultScript(conn, msg, raw, opts) {
-  if (msg.messageType === T.CONNECT) ack(conn, msg, opts);
-  else if (msg.messageType === T.HEARTBEAT) {
-    conn.send(encodeFrame({ messageType: T.HEARTBEAT_ACK, messageId: msg.messageId, payloadType: msg.payloadType, payload: msg.payload }));
-  } else if (msg.messageType === T.DISCONNECT) conn.close(1000);
-}
-
-function disconnect(conn, reason, code) {
-  send(conn, T.DISCONNECT, { reason, message: `test ${reason}` });
-  conn.close(code);
-}
-
-const newClient = (opts = {}) => new SignalManagerClient({ WebSocket: NodeWebSocket, initialDelayMs: 10, maxDelayMs: 50, ...opts });
 
 test('connect sends CONNECT and resolves on the CONNECT_ACK with its id only', async (t) => {
   const server = await scriptedServer((conn, msg, raw, opts) => {
@@ -242,6 +174,30 @@ test('signals: ids returned, exact payloads sent, deliveries and errors as event
   await client.close();
 });
 
+test('FORBIDDEN (peers claim): an error event with the signal\'s id, and the session stays open', async (t) => {
+  const server = await scriptedServer((conn, msg, raw, opts) => {
+    if (msg.targetClientId === 'room-9:carol') {
+      send(conn, T.ERROR, { code: 'FORBIDDEN', message: 'target not allowed by the token' }, msg.messageId);
+      return;
+    }
+    defaultScript(conn, msg, raw, opts);
+  });
+  t.after(() => server.close());
+  const client = newClient();
+  t.after(() => client.close());
+  await client.connect(server.url, 'alice', 't');
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const allowed = client.sendOffer('room-42:bob', 'o');
+  const refused = client.sendOffer('room-9:carol', 'o');
+  await eventually(() => errors.length === 1, 2000, 'the FORBIDDEN error');
+  assert.deepEqual(errors[0], { code: ErrorCode.FORBIDDEN, message: 'target not allowed by the token', messageId: refused });
+  assert.notEqual(errors[0].messageId, allowed);
+  assert.equal(client.state, 'connected');
+  client.sendAnswer('room-42:bob', 'still open');
+  await eventually(() => server.frames.some((f) => f.msg.messageType === T.SIGNAL_ANSWER), 2000, 'a signal after the refusal');
+});
+
 test('frames the server should never send are reported, text messages ignored', async (t) => {
   const server = await scriptedServer();
   t.after(() => server.close());
@@ -277,7 +233,7 @@ test('SERVER_SHUTDOWN: reconnects to the next URL with a fresh token', async (t)
   disconnect(a.connections[0], 'SERVER_SHUTDOWN', 1001);
   assert.deepEqual(
     { ...(await disc), message: undefined },
-    { reason: 'SERVER_SHUTDOWN', message: undefined, closeCode: 1001, willReconnect: true },
+    { reason: 'SERVER_SHUTDOWN', message: undefined, closeCode: 1001, willReconnect: true, resumable: false },
   );
   assert.equal((await reconnecting).url, b.url);
   const info = await connected;
@@ -291,14 +247,14 @@ test('SERVER_SHUTDOWN: reconnects to the next URL with a fresh token', async (t)
   await client.close();
 });
 
-for (const reason of ['REPLACED', 'CLIENT_LEFT', 'POLICY']) {
+for (const reason of ['REPLACED', 'CLIENT_LEFT', 'POLICY', 'KICKED']) {
   test(`DISCONNECT ${reason}: no reconnect`, async (t) => {
     const server = await scriptedServer();
     t.after(() => server.close());
     const client = newClient();
     await client.connect(server.url, 'alice', 't');
     const disc = nextEvent(client, 'disconnect');
-    disconnect(server.connections[0], reason, reason === 'POLICY' ? 1008 : 1000);
+    disconnect(server.connections[0], reason, reason === 'POLICY' || reason === 'KICKED' ? 1008 : 1000);
     const d = await disc;
     assert.equal(d.reason, reason);
     assert.equal(d.willReconnect, false);
@@ -549,4 +505,69 @@ test('attachPeerConnection: the impolite side ignores a colliding offer', async 
   assert.match(errors[0].message, /not JSON/);
   link.detach();
   await client.close();
+});
+
+test('attachPeerConnection holds what it sends while the client reconnects, then sends it in order', async (t) => {
+  const server = await scriptedServer((conn, msg, raw, opts) => {
+    defaultScript(conn, msg, raw, opts);
+    // The second socket: the node delivers what it held after the ACK.
+    if (msg.messageType === T.CONNECT && server.connections.indexOf(conn) === 1) {
+      send(conn, T.SIGNAL_OFFER, { target_client_id: 'bob', source_client_id: 'alice', signal_data: JSON.stringify({ type: 'offer', sdp: 'x' }) });
+    }
+  });
+  t.after(() => server.close());
+  const client = newClient();
+  t.after(() => client.close());
+  await client.connect(server.url, 'bob', 't');
+  const pc = new SlowPeerConnection();
+  const errors = [];
+  const link = attachPeerConnection(client, pc, 'alice', { polite: true, onError: (e) => errors.push(e) });
+  t.after(() => link.detach());
+  const candidate = (c) => pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { toJSON: () => ({ candidate: c }) } }));
+  // Gathered while the socket is down: before and after the client knows.
+  client.on('disconnect', () => candidate('l1'));
+  client.on('reconnecting', () => candidate('l2'));
+  const connected = nextEvent(client, 'connected');
+  server.connections[0].drop();
+  await connected;
+  await eventually(() => server.frames.some((f) => f.msg.messageType === T.SIGNAL_ANSWER), 3000, 'the answer');
+  await link.idle();
+  const second = server.frames.filter((f) => f.conn === server.connections[1]).map((f) => f.msg);
+  assert.deepEqual(
+    second.map((m) => [m.messageType, m.signalData && JSON.parse(m.signalData)]),
+    [
+      [T.CONNECT, undefined],
+      [T.SIGNAL_ICE_CANDIDATE, { candidate: 'l1' }],
+      [T.SIGNAL_ICE_CANDIDATE, { candidate: 'l2' }],
+      [T.SIGNAL_ANSWER, { type: 'answer', sdp: 'sdp-answer' }],
+    ],
+    'the held candidates first, then the answer to the held offer',
+  );
+  assert.deepEqual(errors, []);
+});
+
+test('attachPeerConnection drops what it holds, with an error, when the session ends for good', async (t) => {
+  const server = await scriptedServer();
+  t.after(() => server.close());
+  const client = newClient({ maxAttempts: 1 });
+  t.after(() => client.close());
+  await client.connect(server.url, 'bob', 't');
+  const pc = new SlowPeerConnection();
+  const errors = [];
+  const link = attachPeerConnection(client, pc, 'alice', { onError: (e) => errors.push(e) });
+  t.after(() => link.detach());
+  client.on('reconnecting', () => {
+    pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { toJSON: () => ({ candidate: 'lost' }) } }));
+  });
+  await server.close(); // drops the session and refuses the reconnect
+  await eventually(() => client.state === 'closed', 3000, 'giving up');
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'NOT_CONNECTED');
+  assert.match(errors[0].message, /1 signal\(s\) to alice not sent/);
+  // Nothing is left to go out on a later session.
+  const again = await scriptedServer();
+  t.after(() => again.close());
+  await client.connect(again.url, 'bob', 't');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!again.frames.some((f) => f.msg.messageType === T.SIGNAL_ICE_CANDIDATE));
 });

@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import {
   MessageType as T,
   PayloadType as P,
+  ErrorCode,
+  DisconnectReason,
   NIL_UUID,
   HEADER_SIZE,
   MAX_PAYLOAD_SIZE,
@@ -111,7 +113,11 @@ test('decodeMessage reads each structured payload', () => {
   }));
   assert.deepEqual(
     decodeMessage(frame(T.CONNECT_ACK, { session_id: 's', client_id: 'alice', node_id: 'n1', heartbeat_interval_ms: 5, more: true })),
-    { messageType: T.CONNECT_ACK, messageId: NIL_UUID, payloadType: P.JSON, sessionId: 's', clientId: 'alice', nodeId: 'n1', heartbeatIntervalMs: 5 },
+    {
+      messageType: T.CONNECT_ACK, messageId: NIL_UUID, payloadType: P.JSON, sessionId: 's', clientId: 'alice', nodeId: 'n1', heartbeatIntervalMs: 5,
+      // A version 1 ACK: no resume token, not resumed, no ICE servers.
+      resumeToken: undefined, resumed: false, iceServers: [],
+    },
   );
   const sig = decodeMessage(frame(T.SIGNAL_ICE_CANDIDATE, { target_client_id: 'bob', source_client_id: 'alice', signal_data: '' }));
   assert.equal(sig.targetClientId, 'bob');
@@ -122,6 +128,57 @@ test('decodeMessage reads each structured payload', () => {
   const disc = decodeMessage(frame(T.DISCONNECT, { reason: 'REPLACED' }));
   assert.equal(disc.reason, 'REPLACED');
   assert.equal(disc.message, undefined);
+});
+
+test('version 1.1 fields: resume_token in CONNECT, resume_token, resumed and ice_servers in CONNECT_ACK', () => {
+  const text = (b) => new TextDecoder().decode(b);
+  assert.equal(
+    text(encodeJson(T.CONNECT, { resume_token: 'r', auth_token: 't', client_id: 'alice' })),
+    '{"client_id":"alice","auth_token":"t","resume_token":"r"}',
+  );
+  const ice = [{ urls: ['stun:stun.example.org:3478'] }, { urls: ['turn:turn.example.org:3478?transport=udp'], username: '1764000000:alice', credential: 'c2VjcmV0' }];
+  const ackBody = {
+    ice_servers: ice, resumed: true, resume_token: 'rt', heartbeat_interval_ms: 1, node_id: 'n', client_id: 'alice', session_id: 's',
+  };
+  const ackBytes = encodeJson(T.CONNECT_ACK, ackBody);
+  assert.equal(
+    text(ackBytes),
+    `{"session_id":"s","client_id":"alice","node_id":"n","heartbeat_interval_ms":1,"resume_token":"rt","resumed":true,"ice_servers":${JSON.stringify(ice)}}`,
+  );
+  const ack = decodeServerMessage(encodeFrame({ messageType: T.CONNECT_ACK, messageId: NIL_UUID, payloadType: P.JSON, payload: ackBytes }));
+  assert.equal(ack.resumeToken, 'rt');
+  assert.equal(ack.resumed, true);
+  assert.deepEqual(ack.iceServers, ice);
+
+  const connect = decodeClientMessage(encodeFrame({
+    messageType: T.CONNECT, messageId: NIL_UUID, payloadType: P.JSON, payload: '{"client_id":"alice","auth_token":"t","resume_token":"r"}',
+  }));
+  assert.equal(connect.resumeToken, 'r');
+});
+
+test('version 1.1 CONNECT_ACK fields: empty or null means none, wrong types are BAD_PAYLOAD', () => {
+  const base = '"session_id":"s","client_id":"a","node_id":"n","heartbeat_interval_ms":1';
+  const decode = (extra) => decodeServerMessage(encodeFrame({
+    messageType: T.CONNECT_ACK, messageId: NIL_UUID, payloadType: P.JSON, payload: `{${base}${extra}}`,
+  }));
+  // What a server translating from protobuf defaults may send.
+  const none = decode(',"resume_token":"","resumed":null,"ice_servers":[{"urls":["stun:s"],"username":"","credential":""}]');
+  assert.equal(none.resumeToken, undefined);
+  assert.equal(none.resumed, false);
+  assert.deepEqual(none.iceServers, [{ urls: ['stun:s'] }]);
+  assert.deepEqual(decode(',"ice_servers":null').iceServers, []);
+  for (const bad of [
+    ',"resume_token":5', ',"resumed":"true"', ',"resumed":1', ',"ice_servers":{}', ',"ice_servers":[{}]',
+    ',"ice_servers":["stun:s"]', ',"ice_servers":[{"urls":"stun:s"}]', ',"ice_servers":[{"urls":[1]}]',
+    ',"ice_servers":[{"urls":["turn:t"],"username":1,"credential":"c"}]',
+  ]) {
+    assert.throws(() => decode(bad), { code: 'BAD_PAYLOAD' }, bad);
+  }
+});
+
+test('the 1.1 vocabulary: FORBIDDEN and KICKED', () => {
+  assert.equal(ErrorCode.FORBIDDEN, 'FORBIDDEN');
+  assert.equal(DisconnectReason.KICKED, 'KICKED');
 });
 
 test('an empty DISCONNECT of any payload type has no body', () => {

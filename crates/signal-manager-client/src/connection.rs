@@ -13,8 +13,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::ClientError;
 use signal_manager_protocol::{
-    Codec, ConnectAckPayload, ConnectPayload, DecodeError, Message, MessageType, Payload,
-    MAX_FRAME_LEN,
+    encode_frame, Codec, ConnectAckPayload, ConnectPayload, DecodeError, Message, MessageType,
+    Payload, WireConnect, MAX_FRAME_LEN,
 };
 
 /// Small buffers (a client holds one or a few sockets, but the load
@@ -172,6 +172,21 @@ impl Connection {
         token: &str,
         codec: Codec,
     ) -> Result<ConnectAckPayload, ClientError> {
+        self.authenticate_resuming(client_id, token, None, codec)
+            .await
+    }
+
+    /// Like [`Connection::authenticate`], offering the `resume_token` of
+    /// an earlier session: the CONNECT_ACK's `resumed` says whether that
+    /// session was taken over (its held signals follow), or a new one
+    /// started.
+    pub async fn authenticate_resuming(
+        &mut self,
+        client_id: &str,
+        token: &str,
+        resume_token: Option<&str>,
+        codec: Codec,
+    ) -> Result<ConnectAckPayload, ClientError> {
         let connect = Message::new(
             MessageType::Connect,
             Payload::Connect(ConnectPayload {
@@ -179,7 +194,13 @@ impl Connection {
                 auth_token: token.to_owned(),
             }),
         );
-        self.send(&connect, codec).await?;
+        let wire = WireConnect {
+            client_id: client_id.to_owned(),
+            auth_token: token.to_owned(),
+            resume_token: resume_token.map(str::to_owned),
+        };
+        let frame = encode_frame(MessageType::Connect, connect.message_id, codec, &wire)?;
+        self.send_bytes(frame).await?;
         loop {
             match self.recv_timeout(Duration::from_secs(10)).await? {
                 Incoming::Message(Message {

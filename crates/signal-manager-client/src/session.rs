@@ -111,7 +111,9 @@ pub enum Event {
         /// The WebSocket close code.
         close_code: Option<u16>,
     },
-    /// Reconnected after a disconnect, with a new session.
+    /// Reconnected after a disconnect: `resumed` in the CONNECT_ACK says
+    /// whether the session was resumed (its held signals follow, same
+    /// `session_id`) or a new one started.
     Reconnected(ConnectAckPayload),
 }
 
@@ -142,6 +144,7 @@ impl Client {
             options,
             connection,
             heartbeat: heartbeat_of(&ack),
+            resume_token: ack.resume_token.clone(),
             commands: command_rx,
             events: event_tx,
         };
@@ -244,6 +247,8 @@ struct Task {
     options: ConnectOptions,
     connection: Connection,
     heartbeat: Duration,
+    /// The latest CONNECT_ACK's resume token (single-use; never logged).
+    resume_token: Option<String>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
 }
@@ -260,7 +265,12 @@ impl Task {
                     close_code,
                 })
                 .await;
-            let final_reasons = ["CLIENT_LEFT", "REPLACED", "POLICY", "LOCAL_CLOSE"];
+            let final_reasons = ["CLIENT_LEFT", "REPLACED", "POLICY", "LOCAL_CLOSE", "KICKED"];
+            // These end the session for good: a reconnect starts a new one.
+            let not_resumable = ["TOKEN_EXPIRED", "SLOW_CONSUMER"];
+            if not_resumable.contains(&reason_code.as_str()) {
+                self.resume_token = None;
+            }
             let Some(tokens) = self.options.reconnect.clone() else {
                 return;
             };
@@ -290,10 +300,18 @@ impl Task {
                 continue;
             };
             let token = tokens();
+            // Offer the session's resume token: the node resumes the
+            // session (held signals follow the ACK) or starts a new one.
             if let Ok(ack) = connection
-                .authenticate(&self.options.client_id, &token, self.options.codec)
+                .authenticate_resuming(
+                    &self.options.client_id,
+                    &token,
+                    self.resume_token.as_deref(),
+                    self.options.codec,
+                )
                 .await
             {
+                self.resume_token = ack.resume_token.clone();
                 self.connection = connection;
                 return Some(ack);
             }
@@ -372,7 +390,14 @@ impl Task {
                 code: e.code,
                 message: e.message,
             },
-            Payload::ConnectAck(_) => Event::Refreshed,
+            Payload::ConnectAck(ack) => {
+                // A refresh's ACK carries a new resume token; the old one
+                // stopped working.
+                if ack.resume_token.is_some() {
+                    self.resume_token = ack.resume_token;
+                }
+                Event::Refreshed
+            }
             Payload::Disconnect(d) => return Some(d.reason),
             _ => return None,
         };

@@ -33,11 +33,13 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else.
     Internal,
+    /// Protocol 1.1: the token's peers claim does not allow that target.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the protocol's table.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownMessageType,
         ErrorCode::UnsupportedPayloadType,
@@ -51,6 +53,7 @@ impl ErrorCode {
         ErrorCode::ServerBusy,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
     ];
 
     /// The wire spelling, e.g. `PEER_NOT_FOUND`.
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "SERVER_BUSY",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Forbidden => "FORBIDDEN",
         }
     }
 
@@ -101,11 +105,13 @@ pub enum DisconnectReason {
     SlowConsumer,
     /// Repeated protocol abuse.
     Policy,
+    /// Protocol 1.1: ended from the outside, through the admin API.
+    Kicked,
 }
 
 impl DisconnectReason {
     /// Every reason.
-    pub const ALL: [DisconnectReason; 7] = [
+    pub const ALL: [DisconnectReason; 8] = [
         DisconnectReason::ClientLeft,
         DisconnectReason::Replaced,
         DisconnectReason::IdleTimeout,
@@ -113,6 +119,7 @@ impl DisconnectReason {
         DisconnectReason::ServerShutdown,
         DisconnectReason::SlowConsumer,
         DisconnectReason::Policy,
+        DisconnectReason::Kicked,
     ];
 
     /// The wire spelling, e.g. `SERVER_SHUTDOWN`.
@@ -125,6 +132,7 @@ impl DisconnectReason {
             DisconnectReason::ServerShutdown => "SERVER_SHUTDOWN",
             DisconnectReason::SlowConsumer => "SLOW_CONSUMER",
             DisconnectReason::Policy => "POLICY",
+            DisconnectReason::Kicked => "KICKED",
         }
     }
 
@@ -141,7 +149,9 @@ impl DisconnectReason {
             | DisconnectReason::IdleTimeout
             | DisconnectReason::SlowConsumer => CloseCode::NORMAL,
             DisconnectReason::ServerShutdown => CloseCode::GOING_AWAY,
-            DisconnectReason::TokenExpired | DisconnectReason::Policy => CloseCode::POLICY,
+            DisconnectReason::TokenExpired
+            | DisconnectReason::Policy
+            | DisconnectReason::Kicked => CloseCode::POLICY,
         }
     }
 
@@ -155,6 +165,7 @@ impl DisconnectReason {
             DisconnectReason::ServerShutdown => "the node is shutting down; reconnect",
             DisconnectReason::SlowConsumer => "the client did not read fast enough",
             DisconnectReason::Policy => "too many invalid frames",
+            DisconnectReason::Kicked => "the session was ended by an operator",
         }
     }
 }
@@ -208,5 +219,12 @@ mod tests {
         assert_eq!(DisconnectReason::ServerShutdown.close_code().0, 1001);
         assert_eq!(DisconnectReason::TokenExpired.close_code().0, 1008);
         assert_eq!(DisconnectReason::Policy.close_code().0, 1008);
+        assert_eq!(DisconnectReason::Kicked.close_code().0, 1008);
+    }
+
+    #[test]
+    fn version_1_1_spellings() {
+        assert_eq!(ErrorCode::Forbidden.as_str(), "FORBIDDEN");
+        assert_eq!(DisconnectReason::Kicked.as_str(), "KICKED");
     }
 }

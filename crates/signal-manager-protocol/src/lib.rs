@@ -1,4 +1,4 @@
-//! The wire protocol of version 1: frames, message and payload types, the
+//! The wire protocol of version 1 (with the optional fields of 1.1): frames, message and payload types, the
 //! three structured codecs, and the error and disconnect vocabulary.
 //!
 //! Everything here is pure: no I/O, no clocks, no global state. Decoding never
@@ -23,5 +23,5 @@ pub use message::{
 };
 pub use payload::{
     is_valid_client_id, ConnectAckPayload, ConnectPayload, DisconnectPayload, ErrorPayload,
-    SignalPayload, WireSignal, MAX_CLIENT_ID_LEN,
+    IceServer, SignalPayload, WireConnect, WireSignal, MAX_CLIENT_ID_LEN,
 };

@@ -415,6 +415,29 @@ mod tests {
                     client_id: "a".into(),
                     node_id: "n".into(),
                     heartbeat_interval_ms: 30000,
+                    ..ConnectAckPayload::default()
+                }),
+            ),
+            Message::new(
+                MessageType::ConnectAck,
+                Payload::ConnectAck(ConnectAckPayload {
+                    session_id: Uuid::new_v4().to_string(),
+                    client_id: "a".into(),
+                    node_id: "n".into(),
+                    heartbeat_interval_ms: 30000,
+                    resume_token: Some("r".into()),
+                    resumed: true,
+                    ice_servers: vec![
+                        crate::IceServer {
+                            urls: vec!["stun:s:3478".into()],
+                            ..Default::default()
+                        },
+                        crate::IceServer {
+                            urls: vec!["turn:t:3478".into(), "turns:t:5349".into()],
+                            username: "1:a".into(),
+                            credential: "c".into(),
+                        },
+                    ],
                 }),
             ),
             Message::new(
@@ -486,6 +509,45 @@ mod tests {
             m.source_client_id = Some("alice".into());
             assert_eq!(fast, m.encode(codec).unwrap(), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn version_1_1_connect_ack_in_json_is_what_a_browser_takes() {
+        let ack = ConnectAckPayload {
+            session_id: "s".into(),
+            client_id: "a".into(),
+            node_id: "n".into(),
+            heartbeat_interval_ms: 1,
+            resume_token: None,
+            resumed: false,
+            ice_servers: vec![
+                crate::IceServer {
+                    urls: vec!["stun:s".into()],
+                    ..Default::default()
+                },
+                crate::IceServer {
+                    urls: vec!["turn:t".into()],
+                    username: "9:a".into(),
+                    credential: "c".into(),
+                },
+            ],
+        };
+        let mut buf = BytesMut::new();
+        Codec::Json.encode_into(&ack, &mut buf);
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            r#"{"session_id":"s","client_id":"a","node_id":"n","heartbeat_interval_ms":1,"ice_servers":[{"urls":["stun:s"]},{"urls":["turn:t"],"username":"9:a","credential":"c"}]}"#
+        );
+        // A version 1 CONNECT_ACK (no 1.1 field) still decodes, to defaults.
+        let v1: ConnectAckPayload = Codec::Json
+            .decode(
+                br#"{"session_id":"s","client_id":"a","node_id":"n","heartbeat_interval_ms":1}"#,
+            )
+            .unwrap();
+        assert_eq!(
+            (v1.resume_token, v1.resumed, v1.ice_servers.len()),
+            (None, false, 0)
+        );
     }
 
     #[test]

@@ -41,8 +41,43 @@ impl fmt::Debug for ConnectPayload {
     }
 }
 
+/// The `Connect` message as it travels on the wire, with protocol 1.1's
+/// optional `resume_token` ([`ConnectPayload`] keeps the two fields of
+/// version 1, so code that builds it keeps compiling). A client resuming a
+/// session encodes this; the server decodes every CONNECT as this.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+#[prost(skip_debug)]
+pub struct WireConnect {
+    /// The id the client wants to be reachable as.
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    /// A JWT (or a development token).
+    #[prost(string, tag = "2")]
+    pub auth_token: String,
+    /// The `resume_token` of an earlier CONNECT_ACK, to resume that
+    /// session; absent (`None`) from version 1 clients.
+    #[prost(string, optional, tag = "3")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+}
+
+impl fmt::Debug for WireConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Both tokens are credentials: never print them.
+        f.debug_struct("WireConnect")
+            .field("client_id", &self.client_id)
+            .field("auth_token", &"<redacted>")
+            .field(
+                "resume_token",
+                &self.resume_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// CONNECT_ACK: the session is established.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+#[prost(skip_debug)]
 pub struct ConnectAckPayload {
     /// The session's id; stays the same across token refreshes.
     #[prost(string, tag = "1")]
@@ -56,6 +91,79 @@ pub struct ConnectAckPayload {
     /// How often the client must send HEARTBEAT.
     #[prost(uint32, tag = "4")]
     pub heartbeat_interval_ms: u32,
+    /// Protocol 1.1: the secret that resumes this session; `None` while the
+    /// node does not offer resume.
+    #[prost(string, optional, tag = "5")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// Protocol 1.1: whether this CONNECT_ACK resumed an earlier session.
+    /// Left out of JSON and CBOR when false, as proto3 leaves it out.
+    #[prost(bool, tag = "6")]
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resumed: bool,
+    /// Protocol 1.1: STUN and TURN servers for `RTCPeerConnection`; empty
+    /// (and left out) when the node has none configured.
+    #[prost(message, repeated, tag = "7")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl fmt::Debug for ConnectAckPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The resume token is a credential: never print it.
+        f.debug_struct("ConnectAckPayload")
+            .field("session_id", &self.session_id)
+            .field("client_id", &self.client_id)
+            .field("node_id", &self.node_id)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field(
+                "resume_token",
+                &self.resume_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("resumed", &self.resumed)
+            .field("ice_servers", &self.ice_servers)
+            .finish()
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// One entry of CONNECT_ACK's `ice_servers`, shaped like WebRTC's
+/// `RTCIceServer` so a browser can use the list as it is. STUN entries have
+/// no credentials (the fields are left out of JSON and CBOR).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, prost::Message)]
+#[prost(skip_debug)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    #[prost(string, repeated, tag = "1")]
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// TURN username (`<expiry>:<client_id>`); empty for STUN.
+    #[prost(string, tag = "2")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    /// TURN credential; empty for STUN.
+    #[prost(string, tag = "3")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credential is short-lived, but still a credential.
+        let credential = if self.credential.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &credential)
+            .finish()
+    }
 }
 
 /// SIGNAL_OFFER / SIGNAL_ANSWER / SIGNAL_ICE_CANDIDATE as a client sends it.
@@ -131,6 +239,22 @@ mod tests {
             auth_token: "sekrit".into(),
         };
         assert!(!format!("{p:?}").contains("sekrit"));
+        let w = WireConnect {
+            client_id: "alice".into(),
+            auth_token: "sekrit".into(),
+            resume_token: Some("resumesekrit".into()),
+        };
+        assert!(!format!("{w:?}").contains("sekrit"));
+        let ack = ConnectAckPayload {
+            resume_token: Some("resumesekrit".into()),
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:t".into()],
+                username: "1:alice".into(),
+                credential: "credsekrit".into(),
+            }],
+            ..ConnectAckPayload::default()
+        };
+        assert!(!format!("{ack:?}").contains("sekrit"));
     }
 }
 
@@ -173,7 +297,10 @@ mod proto_file {
                 .collect::<Vec<_>>()
         };
         let expected: BTreeMap<String, Vec<(String, u32)>> = [
-            ("Connect", f(&[("client_id", 1), ("auth_token", 2)])),
+            (
+                "Connect",
+                f(&[("client_id", 1), ("auth_token", 2), ("resume_token", 3)]),
+            ),
             (
                 "ConnectAck",
                 f(&[
@@ -181,7 +308,14 @@ mod proto_file {
                     ("client_id", 2),
                     ("node_id", 3),
                     ("heartbeat_interval_ms", 4),
+                    ("resume_token", 5),
+                    ("resumed", 6),
+                    ("ice_servers", 7),
                 ]),
+            ),
+            (
+                "IceServer",
+                f(&[("urls", 1), ("username", 2), ("credential", 3)]),
             ),
             (
                 "Signal",
@@ -205,11 +339,36 @@ mod proto_file {
             client_id: "c".into(),
             node_id: "n".into(),
             heartbeat_interval_ms: 1,
+            ..Default::default()
         };
         let bytes = ack.encode_to_vec();
         assert_eq!(
             bytes,
             [0x0A, 1, b's', 0x12, 1, b'c', 0x1A, 1, b'n', 0x20, 1]
+        );
+        // The 1.1 fields: 5 (string), 6 (varint), 7 (message) holding 1, 2, 3.
+        let ack = super::ConnectAckPayload {
+            resume_token: Some("r".into()),
+            resumed: true,
+            ice_servers: vec![super::IceServer {
+                urls: vec!["u".into()],
+                username: "n".into(),
+                credential: "c".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            ack.encode_to_vec(),
+            [0x2A, 1, b'r', 0x30, 1, 0x3A, 9, 0x0A, 1, b'u', 0x12, 1, b'n', 0x1A, 1, b'c']
+        );
+        let connect = super::WireConnect {
+            client_id: "a".into(),
+            auth_token: "t".into(),
+            resume_token: Some("r".into()),
+        };
+        assert_eq!(
+            connect.encode_to_vec(),
+            [0x0A, 1, b'a', 0x12, 1, b't', 0x1A, 1, b'r']
         );
     }
 }

@@ -19,8 +19,8 @@ use crate::auth::Verified;
 use crate::ids::ClientId;
 use crate::node::Node;
 use crate::protocol::{
-    decode_structured, CloseCode, Codec, ConnectPayload, DisconnectPayload, Frame, MessageType,
-    PayloadError, WireSignal,
+    decode_structured, CloseCode, Codec, DisconnectPayload, Frame, MessageType, PayloadError,
+    WireConnect, WireSignal,
 };
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -31,6 +31,8 @@ pub(super) struct ConnectRequest {
     pub(super) codec: Codec,
     pub(super) client: ClientId,
     pub(super) verified: Verified,
+    /// A resume token from an earlier CONNECT_ACK (never logged).
+    resume_token: Option<String>,
 }
 
 /// A refusal before authentication: what went wrong, and the codec and
@@ -113,7 +115,7 @@ async fn connect(
     span: &tracing::Span,
 ) -> Option<Session> {
     let received = Instant::now();
-    let request = match first_frame(node, bytes) {
+    let mut request = match first_frame(node, bytes) {
         Ok(request) => request,
         Err(refusal) => {
             let code = refusal.error.code();
@@ -125,7 +127,18 @@ async fn connect(
     };
     span.record("signal_manager.client_id", request.client.as_str());
     span.record("signal_manager.codec", request.codec.as_str());
-    let registration = match node.establish(&request.client, request.codec).await {
+    let resumed = match request.resume_token.take() {
+        Some(token) if node.settings().server.resume_window > 0 => {
+            node.resume(&request.client, &token, request.codec).await
+        }
+        _ => None,
+    };
+    let is_resume = resumed.is_some();
+    let established = match resumed {
+        Some(registration) => Ok(registration),
+        None => node.establish(&request.client, request.codec).await,
+    };
+    let registration = match established {
         Ok(registration) => registration,
         Err(cause) => {
             // The operator sees the cause once, here; the client a sentence.
@@ -144,7 +157,7 @@ async fn connect(
     };
     let session = Session::new(node, request, registration);
     // CONNECT_ACK goes straight to the socket, ahead of anything queued.
-    let ack = session.connect_ack(session.connect_id);
+    let ack = session.connect_ack(session.connect_id, is_resume);
     node.metrics().frame_sent(MessageType::ConnectAck.as_u8());
     if ws.send(WsMessage::Binary(ack)).await.is_err() {
         // Dropping the session drops its registration: hub and presence.
@@ -154,7 +167,7 @@ async fn connect(
         .connect_duration
         .observe(received.elapsed().as_secs_f64());
     span.record("signal_manager.auth_result", "ok");
-    tracing::debug!(client = %session.client(), "session established");
+    tracing::debug!(client = %session.client(), resumed = is_resume, "session established");
     Some(session)
 }
 
@@ -186,7 +199,7 @@ fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
         codec,
         frame_id: id,
     };
-    let payload: ConnectPayload = codec.decode(&frame.payload).map_err(|source| {
+    let payload: WireConnect = codec.decode(&frame.payload).map_err(|source| {
         in_codec(SessionError::Payload {
             what: "CONNECT",
             source,
@@ -207,6 +220,7 @@ fn first_frame(node: &Node, bytes: Bytes) -> Result<ConnectRequest, Refusal> {
         codec,
         client,
         verified,
+        resume_token: payload.resume_token.filter(|t| !t.is_empty()),
     })
 }
 

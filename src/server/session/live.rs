@@ -19,7 +19,7 @@ use super::error::SessionError;
 use super::reader::{self, Inbound};
 use super::{send_and_close, End, Ws};
 use crate::ids::ClientId;
-use crate::node::{Node, Outgoing, Registration, SessionHandle};
+use crate::node::{new_token, Node, Outgoing, Registration, SessionHandle};
 use crate::protocol::{
     decode_structured, encode_disconnect, encode_frame, encode_raw, CloseCode, ConnectAckPayload,
     ConnectPayload, DisconnectReason, Frame, MessageType, WireSignal,
@@ -79,13 +79,23 @@ impl Session {
         self.registration.handle()
     }
 
-    pub(super) fn connect_ack(&self, message_id: Uuid) -> Bytes {
+    /// The CONNECT_ACK answering `message_id`, with a fresh resume token
+    /// (the one before it stops working).
+    pub(super) fn connect_ack(&self, message_id: Uuid, resumed: bool) -> Bytes {
+        let resume_token = (self.node.settings().server.resume_window > 0).then(|| {
+            let (token, secret) = new_token(self.handle().session_id);
+            self.handle().set_resume_secret(secret);
+            token
+        });
         let payload = ConnectAckPayload {
             session_id: self.handle().session_id.to_string(),
             client_id: self.client().as_str().to_owned(),
             node_id: self.node.id().as_str().to_owned(),
             heartbeat_interval_ms: u32::try_from(self.node.heartbeat().as_millis())
                 .unwrap_or(u32::MAX),
+            resume_token,
+            resumed,
+            ice_servers: Vec::new(),
         };
         // Ids are at most 128 bytes: the payload is far below the limit.
         encode_frame(
@@ -118,6 +128,7 @@ impl Session {
 
     pub(super) async fn serve(&mut self, ws: &mut Ws, shutdown: &mut Shutdown) -> End {
         let mut batch = Vec::with_capacity(16);
+        let mut receipts = Vec::new();
         loop {
             let (deadline, is_expiry) = self.deadline();
             // Cancel-safe branches: `changed` keeps a stored permit, reading
@@ -125,8 +136,17 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.registration.handle().changed() => {
-                    let closing = self.handle().take(&mut batch);
-                    if let Err(end) = self.write(ws, &mut batch).await {
+                    let closing = self.handle().take(&mut batch, &mut receipts);
+                    let written = self.write(ws, &mut batch).await;
+                    // Frames from other nodes are confirmed once written (a
+                    // close that interrupted the write counts: the session
+                    // took them); a broken socket confirms nothing, and
+                    // their origins answer PEER_UNREACHABLE.
+                    if !matches!(written, Err(End::Gone)) {
+                        self.node.confirm_written(&mut receipts);
+                    }
+                    receipts.clear();
+                    if let Err(end) = written {
                         return end;
                     }
                     if let Some(reason) = closing {
@@ -289,7 +309,7 @@ impl Session {
             Ok(verified) => {
                 span.record("signal_manager.auth_result", "ok");
                 self.expires_at = to_instant(verified.expires_at);
-                self.queue(self.connect_ack(id));
+                self.queue(self.connect_ack(id, false));
             }
             Err(e) => {
                 span.record("signal_manager.auth_result", e.code().as_str());
@@ -371,28 +391,53 @@ impl Session {
         None
     }
 
-    /// Cleans up (hub, presence) and closes the socket as `end` says.
+    /// Closes the socket as `end` says, then parks the session for resume
+    /// (a lost socket, IDLE_TIMEOUT, SERVER_SHUTDOWN) or cleans it up
+    /// (hub, presence) for good.
     pub(super) async fn finish(self, ws: &mut Ws, end: End) {
         let (reason, close) = match end {
             End::Disconnect(reason) => (reason, reason.close_code()),
             End::AfterError(code) => (DisconnectReason::Policy, code),
             End::Gone => (DisconnectReason::ClientLeft, CloseCode::NORMAL),
         };
-        // Refuse further deliveries first, so a late signal gets an ERROR
-        // instead of sitting in a queue nobody writes.
+        let resumable = self.node.settings().server.resume_window > 0
+            && matches!(
+                end,
+                End::Gone
+                    | End::Disconnect(DisconnectReason::IdleTimeout)
+                    | End::Disconnect(DisconnectReason::ServerShutdown)
+            );
         let handle = Arc::clone(self.handle());
         let client = self.client().clone();
-        handle.close(reason);
-        self.registration.end().await;
         if !matches!(end, End::AfterError(_)) {
             self.node.metrics().disconnected(reason);
         }
+        if resumable {
+            // Park first, so what arrives while the last frames and the
+            // close go out is held (and confirmed) at once; the frames taken
+            // now are confirmed once written.
+            let (mut frames, mut receipts) = (Vec::new(), Vec::new());
+            handle.take(&mut frames, &mut receipts);
+            tracing::debug!(%client, %reason, "session parked for resume");
+            self.node.park(self.registration);
+            if !matches!(end, End::Gone) {
+                frames.push(encode_disconnect(handle.codec, reason));
+                if send_and_close(ws, frames, close, &self.node).await {
+                    self.node.confirm_written(&mut receipts);
+                }
+            }
+            return;
+        }
+        // Refuse further deliveries first, so a late signal gets an ERROR
+        // instead of sitting in a queue nobody writes.
+        handle.close(reason);
+        self.registration.end().await;
         if matches!(end, End::Gone) {
             return;
         }
-        let mut frames = Vec::new();
+        let (mut frames, mut receipts) = (Vec::new(), Vec::new());
         if reason != DisconnectReason::SlowConsumer {
-            handle.take(&mut frames);
+            handle.take(&mut frames, &mut receipts);
         }
         if let End::Disconnect(reason) = end {
             if reason != DisconnectReason::ClientLeft {
@@ -400,6 +445,8 @@ impl Session {
             }
         }
         tracing::debug!(%client, %reason, "session ended");
-        send_and_close(ws, frames, close, &self.node).await;
+        if send_and_close(ws, frames, close, &self.node).await {
+            self.node.confirm_written(&mut receipts);
+        }
     }
 }

@@ -73,18 +73,27 @@ fn close_frame(code: CloseCode) -> WsMessage {
     }))
 }
 
-/// Sends `frames`, then a close frame, then waits for the peer's close.
-pub(super) async fn send_and_close(ws: &mut Ws, frames: Vec<Bytes>, code: CloseCode, node: &Node) {
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+/// Sends `frames`, then a close frame, then waits for the peer's close;
+/// true when every frame and the close frame were written.
+pub(super) async fn send_and_close(
+    ws: &mut Ws,
+    frames: Vec<Bytes>,
+    code: CloseCode,
+    node: &Node,
+) -> bool {
+    let written = tokio::time::timeout(CLOSE_GRACE, async {
         for frame in frames {
             node.metrics().frame_sent(frame[1]);
             if ws.feed(WsMessage::Binary(frame)).await.is_err() {
-                return;
+                return false;
             }
         }
-        if ws.send(close_frame(code)).await.is_ok() {
-            await_close(ws).await;
+        if ws.send(close_frame(code)).await.is_err() {
+            return false;
         }
+        await_close(ws).await;
+        true
     })
     .await;
+    written.unwrap_or(false)
 }

@@ -1,0 +1,336 @@
+//! Delivery confirmation between nodes, as pure bookkeeping (no clock, no
+//! I/O: callers pass the time in ms of the node's monotonic clock).
+//!
+//! Origin side ([`Unconfirmed`]): every cross-node signal gets a sequence
+//! number and waits here until the receiving node confirms it (it took the
+//! signal), bounces it (`Undeliverable`), or the publish itself settles it.
+//! An entry nobody settled within the delivery timeout is answered
+//! PEER_UNREACHABLE, but only once the node holds evidence that Redis has
+//! passed on everything published before: the echo of one of its own
+//! marks, published at least `evidence` after the signal and come back
+//! quickly. A confirmation stuck in a stalled Redis therefore arrives before
+//! the node gives up; the receiving node refuses a signal older than its
+//! accept window, so nothing the origin gave up on is delivered. After
+//! `hard` without such evidence (Redis gone for good) the entry is answered
+//! UNAVAILABLE.
+//!
+//! Receiving side ([`Confirmations`]): the sequence numbers taken, batched
+//! per origin node, so one confirmation envelope covers many signals.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use super::{RouteError, SessionHandle};
+use crate::ids::NodeId;
+
+/// A mark's echo counts as evidence only when it came back this fast: a
+/// mark that sat in a stalled Redis proves nothing about what was queued
+/// beside it.
+const FRESH_MARK_MS: u64 = 250;
+/// After the subscription was re-established, marks published within this
+/// grace prove nothing: other nodes may still be re-sending confirmations
+/// that a dead connection lost.
+const RESUBSCRIBE_GRACE_MS: u64 = 1000;
+
+/// How much earlier than the delivery timeout an entry is due, so that the
+/// sweep that finds it (every 100 ms) answers within the timeout.
+const SWEEP_SLACK_MS: u64 = 200;
+
+/// A signal waiting for its confirmation.
+pub(crate) struct Pending {
+    /// The sending session, answered if the signal fails.
+    pub(crate) sender: Arc<SessionHandle>,
+    /// The sender's message id.
+    pub(crate) message_id: Uuid,
+    published_ms: u64,
+}
+
+/// Timing of the origin side, in ms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// `cluster.delivery_timeout`.
+    pub(crate) timeout: u64,
+    /// How long after a signal a mark must be published to prove its
+    /// confirmation would have arrived.
+    pub(crate) evidence: u64,
+    /// Give up without evidence (UNAVAILABLE) after this long.
+    pub(crate) hard: u64,
+}
+
+impl Timing {
+    /// The timing for a delivery timeout: answered a sweep early so the
+    /// answer arrives within the timeout, evidence from half of it (the
+    /// receiver accepts signals younger than a quarter), and a hard limit
+    /// of five times it.
+    pub(crate) fn for_timeout(timeout_ms: u64) -> Timing {
+        let timeout = timeout_ms.max(1);
+        Timing {
+            timeout: timeout - (timeout / 10).min(SWEEP_SLACK_MS),
+            evidence: timeout / 2,
+            hard: timeout.saturating_mul(5),
+        }
+    }
+
+    /// The receiver's accept window: a signal older than this (by the
+    /// origin's wall clock) is not delivered; the origin answers it.
+    pub(crate) fn accept_window(timeout_ms: u64) -> u64 {
+        timeout_ms.max(1) / 4
+    }
+}
+
+/// The origin's unconfirmed signals, bounded.
+pub(crate) struct Unconfirmed {
+    entries: Mutex<HashMap<u64, Pending>>,
+    next_seq: AtomicU64,
+    capacity: usize,
+    timing: Timing,
+    /// Publish time of the latest fresh mark echoed (0: none yet).
+    evidence_ms: AtomicU64,
+    /// Marks published before this prove nothing.
+    blind_until_ms: AtomicU64,
+}
+
+/// The unconfirmed set is full: the signal is refused before publishing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+impl Unconfirmed {
+    /// An empty set holding at most `capacity` signals.
+    pub(crate) fn new(capacity: usize, timing: Timing) -> Unconfirmed {
+        Unconfirmed {
+            entries: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
+            capacity,
+            timing,
+            evidence_ms: AtomicU64::new(0),
+            blind_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts waiting for a signal published now; its sequence number.
+    pub(crate) fn track(
+        &self,
+        sender: Arc<SessionHandle>,
+        message_id: Uuid,
+        now_ms: u64,
+    ) -> Result<u64, Full> {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            return Err(Full);
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        entries.insert(
+            seq,
+            Pending {
+                sender,
+                message_id,
+                published_ms: now_ms,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// Takes a signal out (confirmed, bounced or answered); `None` when it
+    /// was settled already. Whoever gets `Some` answers (or not) alone.
+    pub(crate) fn settle(&self, seq: u64) -> Option<Pending> {
+        self.lock().remove(&seq)
+    }
+
+    /// Puts a settled signal back (its publish is retried elsewhere).
+    pub(crate) fn restore(&self, seq: u64, pending: Pending) {
+        self.lock().insert(seq, pending);
+    }
+
+    /// A mark published at `published_ms` came back at `now_ms`.
+    pub(crate) fn mark_echoed(&self, published_ms: u64, now_ms: u64) {
+        let fresh = now_ms.saturating_sub(published_ms) <= FRESH_MARK_MS;
+        if fresh && published_ms >= self.blind_until_ms.load(Ordering::Acquire) {
+            self.evidence_ms.fetch_max(published_ms, Ordering::AcqRel);
+        }
+    }
+
+    /// The subscription was re-established at `now_ms`.
+    pub(crate) fn resubscribed(&self, now_ms: u64) {
+        self.blind_until_ms
+            .fetch_max(now_ms + RESUBSCRIBE_GRACE_MS, Ordering::AcqRel);
+    }
+
+    /// Takes out every signal whose time is up at `now_ms`, with its answer.
+    pub(crate) fn expire(&self, now_ms: u64) -> Vec<(Pending, RouteError)> {
+        let evidence = self.evidence_ms.load(Ordering::Acquire);
+        let timing = self.timing;
+        let mut entries = self.lock();
+        let due: Vec<(u64, RouteError)> = entries
+            .iter()
+            .filter_map(|(seq, p)| {
+                let age = now_ms.saturating_sub(p.published_ms);
+                if age >= timing.timeout && evidence >= p.published_ms + timing.evidence {
+                    Some((*seq, RouteError::Unreachable))
+                } else if age >= timing.hard {
+                    Some((*seq, RouteError::Unavailable))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        due.into_iter()
+            .filter_map(|(seq, error)| entries.remove(&seq).map(|p| (p, error)))
+            .collect()
+    }
+
+    /// Signals waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sequence numbers this node took, by origin, waiting to be confirmed.
+#[derive(Default)]
+pub(crate) struct Confirmations {
+    batches: Mutex<HashMap<NodeId, Vec<u64>>>,
+}
+
+impl Confirmations {
+    /// Records that signal `seq` of `origin` was taken; true when it is
+    /// the first one waiting (the flusher should be woken).
+    pub(crate) fn add(&self, origin: &NodeId, seq: u64) -> bool {
+        let mut batches = self.lock();
+        let first = batches.is_empty();
+        batches.entry(origin.clone()).or_default().push(seq);
+        first
+    }
+
+    /// Every waiting batch.
+    pub(crate) fn take(&self) -> Vec<(NodeId, Vec<u64>)> {
+        self.lock().drain().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<u64>>> {
+        self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SessionId;
+    use crate::node::OutboxLimits;
+    use crate::protocol::Codec;
+
+    fn sender() -> Arc<SessionHandle> {
+        Arc::new(SessionHandle::new(
+            SessionId::generate(),
+            Codec::Json,
+            OutboxLimits {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+        ))
+    }
+
+    fn set(capacity: usize) -> Unconfirmed {
+        Unconfirmed::new(capacity, Timing::for_timeout(2000))
+    }
+
+    #[test]
+    fn a_confirmed_signal_is_never_answered() {
+        let u = set(10);
+        let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
+        assert!(u.settle(seq).is_some());
+        u.mark_echoed(1500, 1510);
+        assert!(u.expire(10_000).is_empty());
+        assert!(u.settle(seq).is_none(), "settled only once");
+    }
+
+    #[test]
+    fn unconfirmed_signals_time_out_only_with_fresh_evidence() {
+        let u = set(10);
+        let id = Uuid::new_v4();
+        u.track(sender(), id, 100).unwrap();
+        // Past the timeout but no mark has come back: wait.
+        assert!(u.expire(2200).is_empty());
+        // A mark published too soon after the signal proves nothing.
+        u.mark_echoed(500, 520);
+        assert!(u.expire(2200).is_empty());
+        // A stale echo (it sat in a stalled Redis) proves nothing either.
+        u.mark_echoed(1200, 4000);
+        assert!(u.expire(2200).is_empty());
+        // A fresh mark published a second after the signal does.
+        u.mark_echoed(1150, 1160);
+        let expired = u.expire(2200);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0.message_id, id);
+        assert_eq!(expired[0].1, RouteError::Unreachable);
+        assert_eq!(u.len(), 0);
+    }
+
+    #[test]
+    fn not_before_the_timeout() {
+        let u = set(10);
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.mark_echoed(1700, 1701);
+        assert!(u.expire(1799).is_empty());
+        assert_eq!(u.expire(1800).len(), 1, "a sweep early, within the 2 s");
+    }
+
+    #[test]
+    fn a_late_confirmation_after_the_answer_finds_nothing() {
+        let u = set(10);
+        let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.mark_echoed(1500, 1501);
+        assert_eq!(u.expire(2000).len(), 1);
+        assert!(u.settle(seq).is_none(), "the late confirmation is ignored");
+    }
+
+    #[test]
+    fn without_any_evidence_the_hard_limit_answers_unavailable() {
+        let u = set(10);
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        assert!(u.expire(9_999).is_empty());
+        let expired = u.expire(10_000);
+        assert_eq!(expired[0].1, RouteError::Unavailable);
+    }
+
+    #[test]
+    fn marks_right_after_a_resubscription_prove_nothing() {
+        let u = set(10);
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.resubscribed(1100);
+        u.mark_echoed(1500, 1510);
+        assert!(u.expire(2500).is_empty());
+        u.mark_echoed(2200, 2210);
+        assert_eq!(u.expire(2500).len(), 1);
+    }
+
+    #[test]
+    fn the_set_is_bounded() {
+        let u = set(2);
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.track(sender(), Uuid::nil(), 0).unwrap();
+        assert_eq!(u.track(sender(), Uuid::nil(), 0), Err(Full));
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn confirmations_batch_per_origin() {
+        let c = Confirmations::default();
+        let a = NodeId::new("a");
+        let b = NodeId::new("b");
+        assert!(c.add(&a, 1));
+        assert!(!c.add(&a, 2));
+        assert!(!c.add(&b, 3));
+        let mut batches = c.take();
+        batches.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(batches, vec![(a.clone(), vec![1, 2]), (b, vec![3])]);
+        assert!(c.take().is_empty());
+        assert!(c.add(&a, 4), "a new batch after a take wakes the flusher");
+    }
+}

@@ -1,0 +1,111 @@
+//! The two tasks behind delivery confirmation (the bookkeeping is in
+//! `confirm.rs`): the flusher publishes what this node took, one
+//! confirmation envelope per origin node, a moment after the first signal
+//! of a batch; the sweeper answers this node's signals that nobody
+//! confirmed in time, publishing marks to its own channel meanwhile as the
+//! evidence that Redis passes envelopes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::confirm::Timing;
+use super::Node;
+use crate::bus::{Envelope, MessageBus};
+use crate::ids::NodeId;
+
+/// How long the flusher lets a batch grow after its first signal: short
+/// next to any delivery timeout, long enough that a busy node confirms
+/// hundreds of signals per envelope.
+const CONFIRM_DELAY: Duration = Duration::from_millis(2);
+/// How long after a failed confirmation publish it is retried.
+const CONFIRM_RETRY: Duration = Duration::from_millis(50);
+/// Publishes of one confirmation before it is given up (about 5 s).
+const CONFIRM_ATTEMPTS: u32 = 100;
+/// How long a draining node waits for its last confirmations to publish.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// How often the sweeper looks at unconfirmed signals (and publishes a
+/// mark) while any wait.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// The receiver's accept window in µs (see `confirm.rs`).
+    pub(super) fn accept_window_us(&self) -> u64 {
+        let timeout_ms = self.settings.delivery_timeout().as_millis() as u64;
+        Timing::accept_window(timeout_ms).saturating_mul(1000)
+    }
+
+    pub(super) async fn run_confirmations(self: Arc<Self>) {
+        loop {
+            self.confirm_wake.notified().await;
+            tokio::time::sleep(CONFIRM_DELAY).await;
+            for (origin, seqs) in self.confirmations.take() {
+                Arc::clone(&self).publish_confirmation(origin, seqs, 0);
+            }
+        }
+    }
+
+    /// Publishes one confirmation; retried while it fails or reaches no
+    /// subscriber (the origin may be re-subscribing after a Redis restart),
+    /// up to `CONFIRM_ATTEMPTS` times: a lost confirmation would have its
+    /// signals answered as failed although they were delivered.
+    fn publish_confirmation(self: Arc<Self>, origin: NodeId, seqs: Vec<u64>, attempt: u32) {
+        self.metrics.confirmations_sent.inc();
+        let envelope = Envelope::Confirm { seqs: seqs.clone() }.encode();
+        let node = Arc::clone(&self);
+        let to = origin.clone();
+        self.bus.publish(
+            &to,
+            envelope,
+            Some(Box::new(move |result| {
+                if matches!(result, Ok(n) if n > 0) || attempt + 1 >= CONFIRM_ATTEMPTS {
+                    return;
+                }
+                tokio::spawn(async move {
+                    tokio::time::sleep(CONFIRM_RETRY).await;
+                    node.publish_confirmation(origin, seqs, attempt + 1);
+                });
+            })),
+        );
+    }
+
+    /// Publishes every confirmation still waiting and awaits the publishes
+    /// (bounded): a draining node must not exit with confirmations of
+    /// signals its sessions wrote, or their senders are told they failed.
+    pub(crate) async fn flush_confirmations(&self) {
+        let mut outcomes = Vec::new();
+        for (origin, seqs) in self.confirmations.take() {
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            self.metrics.confirmations_sent.inc();
+            self.bus.publish(
+                &origin,
+                Envelope::Confirm { seqs }.encode(),
+                Some(Box::new(move |result| {
+                    let _ = done.send(result.is_ok());
+                })),
+            );
+            outcomes.push(outcome);
+        }
+        let all = futures_util::future::join_all(outcomes);
+        if tokio::time::timeout(FINAL_FLUSH, all).await.is_err() {
+            tracing::warn!("confirmations not all published before exit");
+        }
+    }
+
+    pub(super) async fn run_sweeper(self: Arc<Self>) {
+        loop {
+            if self.unconfirmed.len() == 0 {
+                self.sweep_wake.notified().await;
+            }
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+            let mark = Envelope::Mark {
+                at_ms: self.now_ms(),
+            };
+            self.bus.publish(&self.id, mark.encode(), None);
+            for (pending, error) in self.unconfirmed.expire(self.now_ms()) {
+                self.metrics.unconfirmed.dec();
+                self.metrics.delivery_timeouts.inc();
+                self.fail(&pending, error);
+            }
+        }
+    }
+}
