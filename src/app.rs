@@ -7,12 +7,12 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::bus::{Bus, BusError, MemoryBus, RedisBus};
+use crate::bus::{Bus, BusError, MemoryBus};
 use crate::config::Settings;
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::presence::{MemoryPresence, Presence, RedisPresence};
+use crate::presence::{MemoryPresence, Presence};
 use crate::server::{serve_admin, serve_websockets};
 use crate::shutdown::Shutdown;
 
@@ -146,7 +146,7 @@ pub async fn build_node_with(
     let ttl = settings.presence_ttl();
     let auth = authenticator(&settings)?;
     let id = node_id(&settings);
-    let Some(url) = settings.cluster.redis_url.clone() else {
+    if settings.cluster.redis_url.is_none() {
         return Ok(Arc::new(Node::new(
             id,
             settings,
@@ -155,25 +155,18 @@ pub async fn build_node_with(
             Bus::Memory(MemoryBus::default()),
             metrics,
         )));
-    };
-    let cluster = &settings.cluster;
-    let presence = RedisPresence::new(
-        url.expose(),
-        &cluster.key_prefix,
-        ttl,
-        cluster.redis_pool_size,
-        Arc::clone(&metrics),
-    )
-    .map_err(|e| AppError::Cluster(e.to_string()))?;
-    let bus = RedisBus::new(url.expose(), &cluster.key_prefix, Arc::clone(&metrics))?;
-    tracing::info!(node_id = %id, prefix = %cluster.key_prefix, "cluster mode: Redis presence and bus");
+    }
+    let (presence, bus) = crate::redis_conn::redis_backends(&settings, Arc::clone(&metrics))
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?;
+    tracing::info!(
+        node_id = %id,
+        prefix = %settings.cluster.key_prefix,
+        mode = ?settings.cluster.redis_mode,
+        "cluster mode: Redis presence and bus"
+    );
     Ok(Arc::new(Node::new(
-        id,
-        settings,
-        auth,
-        Presence::Redis(presence),
-        Bus::Redis(bus),
-        metrics,
+        id, settings, auth, presence, bus, metrics,
     )))
 }
 

@@ -35,6 +35,8 @@
 //!   until shutdown; [`Node`] is the handle it returns.
 //! - [`presence`] and [`bus`]: the two cluster seams, each with a memory and
 //!   a Redis implementation chosen once in [`app`].
+//! - [`redis_conn`]: Redis connections in each `cluster.redis_mode`
+//!   (standalone, Sentinel, Redis Cluster), TLS and ACL users.
 //! - [`auth`]: JWT verification and token minting; [`ids`]: `ClientId`,
 //!   `NodeId`, `SessionId`; [`shutdown`]: the drain signal; [`metrics`]: the
 //!   Prometheus registry; [`access_metrics`]: peers-claim refusals, JWK Set
@@ -55,6 +57,7 @@ pub mod ids;
 pub mod metrics;
 mod node;
 pub mod presence;
+pub mod redis_conn;
 mod redis_names;
 mod server;
 pub mod shutdown;

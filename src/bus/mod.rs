@@ -14,6 +14,7 @@
 mod envelope;
 mod memory;
 mod redis;
+mod redis_cluster;
 
 use std::future::Future;
 
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 pub use self::redis::RedisBus;
+pub use self::redis_cluster::RedisClusterBus;
 pub use envelope::{Envelope, EnvelopeError, HeldSignal, SignalEnvelope, SignalRef};
 pub use memory::MemoryBus;
 
@@ -90,8 +92,10 @@ pub trait MessageBus: Send + Sync + 'static {
 pub enum Bus {
     /// In-process bus.
     Memory(MemoryBus),
-    /// Redis pub/sub.
+    /// Redis pub/sub (one server, or the master behind Sentinels).
     Redis(RedisBus),
+    /// Redis Cluster sharded pub/sub.
+    RedisCluster(RedisClusterBus),
 }
 
 impl MessageBus for Bus {
@@ -99,6 +103,7 @@ impl MessageBus for Bus {
         match self {
             Bus::Memory(b) => b.publish(to, envelope, done),
             Bus::Redis(b) => b.publish(to, envelope, done),
+            Bus::RedisCluster(b) => b.publish(to, envelope, done),
         }
     }
 
@@ -106,6 +111,7 @@ impl MessageBus for Bus {
         match self {
             Bus::Memory(b) => b.resubscribe(),
             Bus::Redis(b) => b.resubscribe(),
+            Bus::RedisCluster(b) => b.resubscribe(),
         }
     }
 
@@ -113,6 +119,7 @@ impl MessageBus for Bus {
         match self {
             Bus::Memory(b) => b.subscribe(node, sink).await,
             Bus::Redis(b) => b.subscribe(node, sink).await,
+            Bus::RedisCluster(b) => b.subscribe(node, sink).await,
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
+use crate::redis_conn::Connector;
 use crate::redis_names::RedisNames;
 use crate::telemetry::ErrorChain;
 
@@ -38,7 +39,7 @@ struct PublishRequest {
 
 /// The Redis message bus.
 pub struct RedisBus {
-    client: redis::Client,
+    client: Connector,
     names: RedisNames,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
@@ -48,14 +49,23 @@ impl RedisBus {
     /// A bus on `url`; starts the publisher task (call inside a runtime).
     pub fn new(url: &str, prefix: &str, metrics: Arc<Metrics>) -> Result<RedisBus, BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError::Setup(Arc::new(e)))?;
+        Ok(Self::with_connector(
+            Connector::direct(client),
+            prefix,
+            metrics,
+        ))
+    }
+
+    /// A bus whose connections come from `client` (standalone or Sentinel).
+    pub fn with_connector(client: Connector, prefix: &str, metrics: Arc<Metrics>) -> RedisBus {
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         tokio::spawn(run_publisher(client.clone(), rx, metrics));
-        Ok(RedisBus {
+        RedisBus {
             client,
             names: RedisNames::new(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
-        })
+        }
     }
 
     fn channel(&self, node: &NodeId) -> String {
@@ -95,22 +105,20 @@ impl MessageBus for RedisBus {
     }
 }
 
-async fn connect(client: &redis::Client) -> Option<MultiplexedConnection> {
-    tokio::time::timeout(
-        ROUND_TRIP_TIMEOUT,
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
+async fn connect(client: &Connector) -> Option<MultiplexedConnection> {
+    tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.multiplexed())
+        .await
+        .ok()?
+        .ok()
 }
 
 async fn run_publisher(
-    client: redis::Client,
+    client: Connector,
     mut rx: mpsc::Receiver<PublishRequest>,
     metrics: Arc<Metrics>,
 ) {
     let mut connection: Option<MultiplexedConnection> = None;
+    let mut generation = client.generation();
     let mut retry_at = Instant::now();
     let mut batch: Vec<PublishRequest> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -121,7 +129,12 @@ async fn run_publisher(
                 Err(_) => break,
             }
         }
+        if client.generation() != generation {
+            // Sentinel switched the master: this one may be the demoted one.
+            connection = None;
+        }
         if connection.is_none() && Instant::now() >= retry_at {
+            generation = client.generation();
             connection = connect(&client).await;
             if connection.is_none() {
                 // Fail fast for a moment instead of paying a connect timeout per batch.
@@ -175,15 +188,16 @@ async fn run_publisher(
 }
 
 async fn run_subscriber(
-    client: redis::Client,
+    client: Connector,
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    let mut switches = client.switches();
     loop {
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.get_async_pubsub())
+            let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.pubsub())
                 .await
                 .ok()?
                 .ok()?;
@@ -217,6 +231,10 @@ async fn run_subscriber(
                     },
                     _ = resubscribe.notified() => {
                         tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                        break;
+                    }
+                    _ = switches.changed() => {
+                        tracing::info!(%channel, "the master was switched; re-subscribing");
                         break;
                     }
                 }

@@ -8,13 +8,14 @@
 
 mod keys;
 mod list;
+mod redis;
 mod settings;
 mod sources;
 mod turn;
 
 pub use keys::KEYS;
 pub use settings::{
-    AdminSettings, AuthSettings, ClusterSettings, LogFormat, LoggingSettings, Secret,
+    AdminSettings, AuthSettings, ClusterSettings, LogFormat, LoggingSettings, RedisMode, Secret,
     ServerSettings, Settings, TelemetrySettings,
 };
 pub use sources::{load, ConfigError, Loaded, Sources};

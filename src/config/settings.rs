@@ -183,9 +183,36 @@ pub struct ClusterSettings {
     pub presence_ttl: Option<u64>,
     /// Pooled Redis connections for commands (pub/sub has its own).
     pub redis_pool_size: usize,
+    /// How `redis_url` is read: one server, Sentinels, or Redis Cluster seeds.
+    pub redis_mode: RedisMode,
+    /// The master name the Sentinels monitor (`sentinel` mode).
+    pub redis_sentinel_master: Option<String>,
+    /// Password of the Sentinels themselves, when it differs from the data nodes'.
+    pub redis_sentinel_password: Option<Secret>,
+    /// PEM CA bundle that verifies Redis's certificate; unset: the system roots.
+    pub redis_tls_ca_path: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `redis_tls_key_path`).
+    pub redis_tls_cert_path: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub redis_tls_key_path: Option<PathBuf>,
+    /// Accept any Redis certificate (warned at start-up).
+    pub redis_tls_insecure: bool,
     /// Seconds within which a cross-node signal that no node confirmed is
     /// answered PEER_UNREACHABLE.
     pub delivery_timeout: u64,
+}
+
+/// `cluster.redis_mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (or a managed endpoint that looks like one).
+    #[default]
+    Standalone,
+    /// `redis_url` lists Sentinels; the master is found through them.
+    Sentinel,
+    /// `redis_url` lists Redis Cluster seed nodes; node channels are sharded.
+    Cluster,
 }
 
 impl Default for ClusterSettings {
@@ -196,6 +223,13 @@ impl Default for ClusterSettings {
             key_prefix: "sm".into(),
             presence_ttl: None,
             redis_pool_size: 16,
+            redis_mode: RedisMode::Standalone,
+            redis_sentinel_master: None,
+            redis_sentinel_password: None,
+            redis_tls_ca_path: None,
+            redis_tls_cert_path: None,
+            redis_tls_key_path: None,
+            redis_tls_insecure: false,
             delivery_timeout: 2,
         }
     }
@@ -349,6 +383,7 @@ impl Settings {
                 ));
             }
         }
+        self.cluster.validate_redis()?;
         let ratio = self.telemetry.sample_ratio;
         if !(0.0..=1.0).contains(&ratio) {
             return Err((

@@ -260,6 +260,20 @@ fn normalize(settings: &mut Settings) {
     clear(&mut settings.auth.jwks_url, String::is_empty);
     clear(&mut settings.admin.api_token, |s| s.expose().is_empty());
     clear(&mut settings.turn.secret, |s| s.expose().is_empty());
+    clear(
+        &mut settings.cluster.redis_sentinel_master,
+        String::is_empty,
+    );
+    clear(&mut settings.cluster.redis_sentinel_password, |s| {
+        s.expose().is_empty()
+    });
+    for path in [
+        &mut settings.cluster.redis_tls_ca_path,
+        &mut settings.cluster.redis_tls_cert_path,
+        &mut settings.cluster.redis_tls_key_path,
+    ] {
+        clear(path, |p| p.as_os_str().is_empty());
+    }
 }
 
 fn invalid(error: config::ConfigError, origins: &HashMap<String, String>) -> ConfigError {

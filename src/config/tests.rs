@@ -209,7 +209,13 @@ fn every_listed_key_is_accepted_from_the_environment() {
                 ("turn", "urls") => "",
                 ("turn", "stun_urls") => "stun:stun.example:3478",
                 ("turn", "secret") | ("admin", "api_token") => "x",
-                ("auth", _) | ("cluster", "redis_url") | ("telemetry", _) => "x",
+                ("cluster", "redis_url") => "redis://x",
+                ("cluster", "redis_mode") => "standalone",
+                ("cluster", "redis_tls_insecure") => "true",
+                ("cluster", "redis_tls_ca_path" | "redis_tls_cert_path" | "redis_tls_key_path") => {
+                    "Cargo.toml"
+                }
+                ("auth", _) | ("telemetry", _) => "x",
                 _ => "3",
             };
             let var = format!(
@@ -217,8 +223,19 @@ fn every_listed_key_is_accepted_from_the_environment() {
                 section.to_uppercase(),
                 key.to_uppercase()
             );
+            // The client certificate and its key only come as a pair.
+            let mut vars = vec![(var.as_str(), value)];
+            match *key {
+                "redis_tls_cert_path" => {
+                    vars.push(("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_KEY_PATH", value));
+                }
+                "redis_tls_key_path" => {
+                    vars.push(("SIGNAL_MANAGER_CLUSTER_REDIS_TLS_CERT_PATH", value));
+                }
+                _ => {}
+            }
             let loaded = load(&Sources {
-                env: env(&[(&var, value)]),
+                env: env(&vars),
                 ..Sources::default()
             });
             let loaded = loaded.unwrap_or_else(|e| panic!("{var}: {e}"));

@@ -14,10 +14,12 @@
 
 mod memory;
 mod redis;
+mod redis_cluster;
 
 use std::future::Future;
 
 pub use self::redis::RedisPresence;
+pub use self::redis_cluster::RedisClusterPresence;
 pub use memory::MemoryPresence;
 
 use crate::ids::{ClientId, NodeId, SessionId};
@@ -48,7 +50,7 @@ pub enum PresenceError {
     Timeout(&'static str),
     /// No connection could be had from the pool.
     #[error("presence backend: no connection")]
-    Pool(#[source] deadpool_redis::PoolError),
+    Pool(#[source] deadpool::managed::PoolError<::redis::RedisError>),
     /// The backend could not be set up from its URL.
     #[error("presence backend cannot be set up")]
     Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -112,8 +114,10 @@ pub trait PresenceRegistry: Send + Sync + 'static {
 pub enum Presence {
     /// In-process registry.
     Memory(MemoryPresence),
-    /// Redis registry.
+    /// Redis registry (one server, or the master behind Sentinels).
     Redis(RedisPresence),
+    /// Redis Cluster registry.
+    RedisCluster(Box<RedisClusterPresence>),
 }
 
 macro_rules! dispatch {
@@ -121,6 +125,7 @@ macro_rules! dispatch {
         match $self {
             Presence::Memory($p) => $e,
             Presence::Redis($p) => $e,
+            Presence::RedisCluster($p) => $e,
         }
     };
 }

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Pool, Runtime};
 use redis::Script;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -20,9 +19,10 @@ use uuid::Uuid;
 use super::{Location, PresenceError, PresenceRegistry};
 use crate::ids::{ClientId, NodeId, SessionId};
 use crate::metrics::Metrics;
+use crate::redis_conn::{self, Connection, Connector, Pool};
 use crate::redis_names::RedisNames;
 
-const REFRESH: &str = r"
+pub(super) const REFRESH: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -31,7 +31,7 @@ end
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0";
 
-const UNREGISTER: &str = r"
+pub(super) const UNREGISTER: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
@@ -71,17 +71,24 @@ impl RedisPresence {
         pool_size: usize,
         metrics: Arc<Metrics>,
     ) -> Result<RedisPresence, PresenceError> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| PresenceError::Setup(Box::new(e)))?
-            .max_size(pool_size)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(COMMAND_TIMEOUT))
-            .recycle_timeout(Some(COMMAND_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
+        let client = redis::Client::open(url).map_err(|e| PresenceError::Setup(Box::new(e)))?;
+        let pool = Self::pool(Connector::direct(client), pool_size)
             .map_err(|e| PresenceError::Setup(Box::new(e)))?;
-        Ok(RedisPresence {
+        Ok(Self::from_pool(pool, prefix, ttl, metrics))
+    }
+
+    /// The command pool this registry wants, on `connector` (standalone
+    /// or Sentinel; TLS and ACL users are the connector's business).
+    pub fn pool(
+        connector: Connector,
+        pool_size: usize,
+    ) -> Result<Pool, redis_conn::RedisSetupError> {
+        redis_conn::pool(connector, pool_size, POOL_WAIT, COMMAND_TIMEOUT)
+    }
+
+    /// A registry on an already built pool.
+    pub fn from_pool(pool: Pool, prefix: &str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        RedisPresence {
             pool,
             names: RedisNames::new(prefix),
             ttl_ms: ttl.as_millis().max(1) as u64,
@@ -89,11 +96,15 @@ impl RedisPresence {
             refresh: Script::new(REFRESH),
             unregister: Script::new(UNREGISTER),
             locate: Script::new(LOCATE),
-        })
+        }
     }
 
     async fn connection(&self) -> Result<Connection, PresenceError> {
-        self.pool.get().await.map_err(PresenceError::Pool)
+        self.pool
+            .get()
+            .await
+            .map(Connection::from)
+            .map_err(PresenceError::Pool)
     }
 
     /// Runs one round trip, timing it under `command`.
@@ -113,11 +124,11 @@ impl RedisPresence {
 }
 
 /// `"<node>|<session>"`: node ids cannot contain `|`.
-fn encode_location(at: &Location) -> String {
+pub(super) fn encode_location(at: &Location) -> String {
     format!("{}|{}", at.node_id, at.session_id)
 }
 
-fn decode_location(value: &str) -> Option<Location> {
+pub(super) fn decode_location(value: &str) -> Option<Location> {
     let (node, session) = value.split_once('|')?;
     Some(Location {
         node_id: NodeId::parse(node)?,

@@ -27,7 +27,9 @@ pub fn is_api_path(path: &str) -> bool {
 /// Answers one request under `/v1`.
 pub async fn handle<B: Body>(node: &Node, request: &Request<B>) -> Response<Full<Bytes>> {
     let (endpoint, route) = route(request.method(), request.uri().path());
-    let (outcome, response) = answer(node, request, route).await;
+    // Boxed: the presence and bus futures below are deep, and an admin
+    // request is rare.
+    let (outcome, response) = Box::pin(answer(node, request, route)).await;
     node.metrics().access.admin_request(endpoint, outcome);
     response
 }

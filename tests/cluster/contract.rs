@@ -24,7 +24,7 @@ fn at(node: &str) -> Location {
     }
 }
 
-async fn presence_contract<P: PresenceRegistry>(p: &P) {
+pub(crate) async fn presence_contract<P: PresenceRegistry>(p: &P) {
     let alice = ClientId::new("alice").unwrap();
     let (n1, n2) = (NodeId::new("n1"), NodeId::new("n2"));
     let first = at("n1");
@@ -98,7 +98,7 @@ async fn wait_subscribed<B: MessageBus>(bus: &B, node: &NodeId) {
     .await;
 }
 
-async fn bus_contract<B: MessageBus>(bus: &B) {
+pub(crate) async fn bus_contract<B: MessageBus>(bus: &B) {
     let (a, b) = (NodeId::new("node-a"), NodeId::new("node-b"));
     let (sink_a, mut inbox_a) = ChannelSink::pair();
     let (sink_b, mut inbox_b) = ChannelSink::pair();

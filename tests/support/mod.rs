@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 pub mod http_fixture;
+pub mod redis_cluster;
+pub mod redis_proc;
+pub mod redis_sentinel;
 pub mod redis_server;
+pub mod redis_tls;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;

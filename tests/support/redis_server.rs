@@ -14,7 +14,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-fn binary() -> PathBuf {
+/// The `redis-server` binary; panics with the install command when missing.
+pub fn binary() -> PathBuf {
     let path = PathBuf::from("/usr/bin/redis-server");
     if path.exists() {
         return path;

@@ -1,0 +1,166 @@
+//! Where a standalone-or-Sentinel connection goes: one fixed server, or the
+//! master the Sentinels name at the moment of connecting. The pool, the
+//! publisher and the subscriber all make their connections here, so each
+//! reconnect after a failover finds the new master.
+//!
+//! The connector also watches its own outcomes: the first failure, and each
+//! change of reason, is logged once (a certificate that does not verify, a
+//! refused password); the recovery once. The reason never carries a secret:
+//! the redis client's errors do not quote URLs.
+
+use std::sync::{Arc, Mutex};
+
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::IntoConnectionInfo;
+use tokio::sync::watch;
+
+use super::sentinel::SentinelSet;
+use super::{RedisSetupError, TlsOptions};
+
+/// Makes connections to the current Redis master. Cheap to clone.
+#[derive(Clone)]
+pub struct Connector(Arc<Inner>);
+
+struct Inner {
+    target: Target,
+    last_failure: Mutex<Option<String>>,
+    /// Bumped on every Sentinel `+switch-master` for our master: a
+    /// connection made under an older generation may be talking to a
+    /// demoted master, which still answers (reads, PUBLISH) but is no
+    /// longer the one the cluster uses.
+    generation: watch::Sender<u64>,
+}
+
+enum Target {
+    Direct(redis::Client),
+    Sentinel(SentinelSet),
+}
+
+impl Connector {
+    /// A connector to the one server at `url`.
+    pub fn standalone(url: &str, tls: &TlsOptions) -> Result<Connector, RedisSetupError> {
+        let info = url
+            .into_connection_info()
+            .map_err(|source| RedisSetupError::Client {
+                context: "cannot parse the URL",
+                source,
+            })?;
+        let client = tls.client(info).map_err(|source| RedisSetupError::Client {
+            context: "cannot build a client",
+            source,
+        })?;
+        Ok(Connector::new(Target::Direct(client)))
+    }
+
+    /// A connector to the server `client` points at.
+    pub fn direct(client: redis::Client) -> Connector {
+        Connector::new(Target::Direct(client))
+    }
+
+    /// A connector to the master named `master` by the Sentinels at `urls`.
+    pub fn sentinel(
+        urls: &[String],
+        master: &str,
+        sentinel_password: Option<&str>,
+        tls: &TlsOptions,
+    ) -> Result<Connector, RedisSetupError> {
+        let set = SentinelSet::new(urls, master, sentinel_password, tls)?;
+        let watcher = set.switch_watcher();
+        let connector = Connector::new(Target::Sentinel(set));
+        // Outside a runtime (a unit test) there is nothing to watch with;
+        // connections then follow a failover only when they fail.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (owner, inner) = (Arc::downgrade(&connector.0), Arc::downgrade(&connector.0));
+            let alive = move || owner.strong_count() > 0;
+            let switched = move || {
+                if let Some(inner) = inner.upgrade() {
+                    inner.generation.send_modify(|g| *g += 1);
+                    tracing::warn!("Sentinel switched the master; reconnecting to the new one");
+                }
+            };
+            runtime.spawn(watcher.run(alive, switched));
+        }
+        Ok(connector)
+    }
+
+    fn new(target: Target) -> Connector {
+        Connector(Arc::new(Inner {
+            target,
+            last_failure: Mutex::new(None),
+            generation: watch::Sender::new(0),
+        }))
+    }
+
+    /// The current master generation (see [`Connector::switches`]).
+    pub fn generation(&self) -> u64 {
+        *self.0.generation.borrow()
+    }
+
+    /// Changes whenever the Sentinels switch the master: holders of a
+    /// connection drop it and make a new one.
+    pub fn switches(&self) -> watch::Receiver<u64> {
+        self.0.generation.subscribe()
+    }
+
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.0.target {
+            Target::Direct(client) => Ok(client.clone()),
+            Target::Sentinel(set) => set.master_client().await,
+        }
+    }
+
+    /// A new multiplexed connection for commands.
+    pub async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let result = async {
+            let client = self.client().await?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            if matches!(self.0.target, Target::Sentinel(_)) {
+                SentinelSet::check_master(&mut conn).await?;
+            }
+            Ok(conn)
+        }
+        .await;
+        self.observe(&result);
+        result
+    }
+
+    /// A new pub/sub connection.
+    pub async fn pubsub(&self) -> redis::RedisResult<PubSub> {
+        let result = async { self.client().await?.get_async_pubsub().await }.await;
+        self.observe(&result);
+        result
+    }
+
+    fn observe<T>(&self, result: &redis::RedisResult<T>) {
+        let mut last = self
+            .0
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!("connected to Redis again");
+                }
+            }
+            Err(e) => {
+                let reason = describe(e);
+                if last.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(%reason, "cannot connect to Redis");
+                    *last = Some(reason);
+                }
+            }
+        }
+    }
+}
+
+/// A one-line reason, with certificate trouble called by its name.
+fn describe(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        format!("TLS: {text}")
+    } else {
+        text
+    }
+}

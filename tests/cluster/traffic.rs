@@ -1,0 +1,226 @@
+//! Steady cross-node traffic with a ledger, for failover tests: one sender
+//! on one node signals one receiver on another every few milliseconds;
+//! every signal must end up delivered or answered with an ERROR, never
+//! neither (PROTOCOL.md, "Delivery guarantees").
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use signal_manager_client::{Client, ConnectOptions, Event};
+use signal_manager_service::protocol::MessageType;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// How often the sender signals.
+const EVERY: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+struct Ledger {
+    sent: Vec<(Uuid, Instant)>,
+    delivered: HashMap<Uuid, u32>,
+    errors: HashMap<Uuid, (u32, String)>,
+}
+
+/// Running traffic.
+pub struct Traffic {
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<()>,
+    receiver: JoinHandle<()>,
+}
+
+/// What became of the signals.
+#[derive(Debug)]
+pub struct Outcome {
+    pub sent: usize,
+    pub delivered: usize,
+    pub answered: usize,
+    pub silent: usize,
+    pub duplicated: usize,
+    /// Error codes seen, with counts.
+    pub codes: HashMap<String, usize>,
+    /// From `since` to the send time after which every signal was
+    /// delivered (cross-node routing is back).
+    pub back_after: Option<Duration>,
+}
+
+impl Traffic {
+    /// Starts `from` (on `from_url`) signalling `to` (on `to_url`).
+    pub async fn start(
+        from_url: &str,
+        from: (&str, &str),
+        to_url: &str,
+        to: (&str, &str),
+    ) -> Traffic {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receiver_client = Client::connect(ConnectOptions::new(to_url, to.0, to.1))
+            .await
+            .expect("receiver connects");
+        let mut sender_client = Client::connect(ConnectOptions::new(from_url, from.0, from.1))
+            .await
+            .expect("sender connects");
+        let receiver = {
+            let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
+            tokio::spawn(async move {
+                // After the stop, wait out late deliveries for a while.
+                loop {
+                    let limit = if stop.load(Ordering::Acquire) {
+                        Duration::from_secs(4)
+                    } else {
+                        Duration::from_secs(30)
+                    };
+                    match tokio::time::timeout(limit, receiver_client.next_event()).await {
+                        Ok(Some(Event::Signal(s))) => {
+                            *ledger
+                                .lock()
+                                .unwrap()
+                                .delivered
+                                .entry(s.message_id)
+                                .or_default() += 1;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => return,
+                    }
+                }
+            })
+        };
+        let target = to.0.to_owned();
+        let sender = {
+            let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let record = |event: Event| {
+                    if let Event::Error {
+                        message_id, code, ..
+                    } = event
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        let e = l.errors.entry(message_id).or_insert((0, code));
+                        e.0 += 1;
+                    }
+                };
+                let mut tick = tokio::time::interval(EVERY);
+                while !stop.load(Ordering::Acquire) {
+                    tick.tick().await;
+                    let id = Uuid::new_v4();
+                    ledger.lock().unwrap().sent.push((id, Instant::now()));
+                    sender_client
+                        .signal_with_id(MessageType::SignalOffer, id, &target, "sdp")
+                        .await
+                        .expect("sender socket stays up");
+                    while let Ok(Some(event)) =
+                        tokio::time::timeout(Duration::ZERO, sender_client.next_event()).await
+                    {
+                        record(event);
+                    }
+                }
+                // Answers may take up to the publish timeout plus the
+                // delivery timeout.
+                while let Ok(Some(event)) =
+                    tokio::time::timeout(Duration::from_secs(5), sender_client.next_event()).await
+                {
+                    record(event);
+                }
+            })
+        };
+        Traffic {
+            ledger,
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Whether the last `n` signals sent were all delivered.
+    pub fn last_delivered(&self, n: usize) -> bool {
+        let l = self.ledger.lock().unwrap();
+        l.sent.len() >= n
+            && l.sent[l.sent.len() - n..]
+                .iter()
+                .all(|(id, _)| l.delivered.contains_key(id))
+    }
+
+    /// What became of the last `n` signals, for a failure message.
+    fn recent(&self, n: usize) -> String {
+        let l = self.ledger.lock().unwrap();
+        let mut tally: HashMap<String, usize> = HashMap::new();
+        for (id, _) in l.sent.iter().rev().take(n) {
+            let state = if l.delivered.contains_key(id) {
+                "delivered".to_owned()
+            } else if let Some((_, code)) = l.errors.get(id) {
+                code.clone()
+            } else {
+                "pending".to_owned()
+            };
+            *tally.entry(state).or_default() += 1;
+        }
+        format!(
+            "{tally:?} of {} sent, last sent {:?} ago",
+            l.sent.len(),
+            l.sent.last().map(|(_, at)| at.elapsed())
+        )
+    }
+
+    /// Waits until routing is back: the last 50 signals (half a second),
+    /// all sent after this call, all delivered; up to `limit`.
+    pub async fn wait_back(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let first = self.ledger.lock().unwrap().sent.len();
+        while self.ledger.lock().unwrap().sent.len() < first + 50 || !self.last_delivered(50) {
+            assert!(
+                Instant::now() < deadline,
+                "routing not back within {limit:?}; last signals: {}",
+                self.recent(50)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops sending, collects the late answers and deliveries, and
+    /// accounts for every signal; recovery is measured from `since`.
+    pub async fn finish(self, since: Instant) -> Outcome {
+        self.stop.store(true, Ordering::Release);
+        self.sender.await.unwrap();
+        self.receiver.await.unwrap();
+        let l = self.ledger.lock().unwrap();
+        let (mut delivered, mut answered, mut silent, mut duplicated) = (0, 0, 0, 0);
+        let mut codes: HashMap<String, usize> = HashMap::new();
+        let mut last_failure: Option<Instant> = None;
+        for (id, at) in &l.sent {
+            let d = l.delivered.get(id).copied().unwrap_or(0);
+            let e = l.errors.get(id);
+            match (d, e) {
+                (0, None) => silent += 1,
+                (0, Some((_, code))) => {
+                    answered += 1;
+                    *codes.entry(code.clone()).or_default() += 1;
+                }
+                (1, None) => delivered += 1,
+                _ => duplicated += 1,
+            }
+            if d == 0 && *at >= since {
+                last_failure = Some(*at);
+            }
+        }
+        let back_after = match last_failure {
+            None => Some(Duration::ZERO),
+            Some(t) => l
+                .sent
+                .iter()
+                .find(|(_, at)| *at > t)
+                .map(|(_, at)| at.duration_since(since)),
+        };
+        Outcome {
+            sent: l.sent.len(),
+            delivered,
+            answered,
+            silent,
+            duplicated,
+            codes,
+            back_after,
+        }
+    }
+}
