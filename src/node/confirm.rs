@@ -111,17 +111,19 @@ impl Unconfirmed {
         }
     }
 
-    /// Starts waiting for a signal published now; its sequence number.
+    /// Starts waiting for a signal published now; its sequence number, and
+    /// whether the set was empty (the sweeper then needs waking).
     pub(crate) fn track(
         &self,
         sender: Arc<SessionHandle>,
         message_id: Uuid,
         now_ms: u64,
-    ) -> Result<u64, Full> {
+    ) -> Result<(u64, bool), Full> {
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             return Err(Full);
         }
+        let first = entries.is_empty();
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         entries.insert(
             seq,
@@ -131,7 +133,7 @@ impl Unconfirmed {
                 published_ms: now_ms,
             },
         );
-        Ok(seq)
+        Ok((seq, first))
     }
 
     /// Takes a signal out (confirmed, bounced or answered); `None` when it
@@ -249,7 +251,7 @@ mod tests {
     #[test]
     fn a_confirmed_signal_is_never_answered() {
         let u = set(10);
-        let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
+        let (seq, _) = u.track(sender(), Uuid::nil(), 0).unwrap();
         assert!(u.settle(seq).is_some());
         u.mark_echoed(1700, 1710);
         assert!(u.expire(10_000).is_empty());
@@ -301,7 +303,7 @@ mod tests {
     #[test]
     fn a_late_confirmation_after_the_answer_finds_nothing() {
         let u = set(10);
-        let seq = u.track(sender(), Uuid::nil(), 0).unwrap();
+        let (seq, _) = u.track(sender(), Uuid::nil(), 0).unwrap();
         u.mark_echoed(1700, 1701);
         assert_eq!(u.expire(2000).len(), 1);
         assert!(u.settle(seq).is_none(), "the late confirmation is ignored");
@@ -330,8 +332,11 @@ mod tests {
     #[test]
     fn the_set_is_bounded() {
         let u = set(2);
-        u.track(sender(), Uuid::nil(), 0).unwrap();
-        u.track(sender(), Uuid::nil(), 0).unwrap();
+        assert!(
+            u.track(sender(), Uuid::nil(), 0).unwrap().1,
+            "the first wakes the sweeper"
+        );
+        assert!(!u.track(sender(), Uuid::nil(), 0).unwrap().1);
         assert_eq!(u.track(sender(), Uuid::nil(), 0), Err(Full));
         assert_eq!(u.len(), 2);
     }

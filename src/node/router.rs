@@ -152,7 +152,7 @@ impl Node {
         sender: &Arc<SessionHandle>,
         location: Location,
     ) -> Result<(), RouteError> {
-        let seq = self
+        let (seq, first) = self
             .unconfirmed
             .track(Arc::clone(sender), signal.message_id, self.now_ms())
             .map_err(|_| {
@@ -160,7 +160,11 @@ impl Node {
                 RouteError::Unavailable
             })?;
         self.metrics.unconfirmed.inc();
-        self.sweep_wake.notify_one();
+        // Only an idle sweeper needs waking (a stored permit covers the
+        // race with its emptiness check).
+        if first {
+            self.sweep_wake.notify_one();
+        }
         // The routing span is the delivery span's parent on the target node.
         let traceparent = telemetry::traceparent(&tracing::Span::current());
         let envelope = SignalRef {
