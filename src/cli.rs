@@ -149,10 +149,16 @@ pub fn main() -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    let (workers, workers_from) =
+        crate::runtime::worker_threads_here(settings.server.worker_threads);
+    tracing::info!(
+        workers,
+        from = workers_from.as_str(),
+        "runtime worker threads"
+    );
+    metrics.worker_threads.set(workers as i64);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if settings.server.worker_threads > 0 {
-        builder.worker_threads(settings.server.worker_threads);
-    }
+    builder.worker_threads(workers);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(error) => {

@@ -59,6 +59,7 @@ mod node;
 pub mod presence;
 pub mod redis_conn;
 mod redis_names;
+pub mod runtime;
 mod server;
 pub mod shutdown;
 mod telemetry;

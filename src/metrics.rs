@@ -66,6 +66,8 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     /// 1 while the node drains.
     pub draining: Gauge,
+    /// The runtime's worker threads (see `runtime.rs` for how 0 resolves).
+    pub worker_threads: Gauge,
     /// Trace spans dropped: the export queue was full or their export failed.
     pub spans_dropped: Counter,
     /// Cross-node signals published and not yet confirmed, bounced or answered.
@@ -127,6 +129,7 @@ impl Metrics {
             presence_reregistrations: Counter::default(),
             redis_connected: Gauge::default(),
             draining: Gauge::default(),
+            worker_threads: Gauge::default(),
             spans_dropped: Counter::default(),
             unconfirmed: Gauge::default(),
             delivery_timeouts: Counter::default(),
@@ -266,6 +269,11 @@ impl Metrics {
             "draining",
             "1 while the node drains for shutdown",
             m.draining.clone(),
+        );
+        r.register(
+            "runtime_worker_threads",
+            "Worker threads of the node's runtime",
+            m.worker_threads.clone(),
         );
         r.register(
             "spans_dropped",

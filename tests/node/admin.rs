@@ -5,14 +5,6 @@ use signal_manager_service::protocol::Codec;
 use crate::support::*;
 use crate::*;
 
-fn metric(text: &str, line_prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let node = TestNode::start(test_settings()).await;

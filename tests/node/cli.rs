@@ -132,3 +132,83 @@ fn help_explains_the_flags() {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// A cgroup with a CPU quota of one CPU, made for one test and removed
+/// after it; `None` where this process may not create one.
+struct OneCpuCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl OneCpuCgroup {
+    fn create() -> Option<OneCpuCgroup> {
+        let name = format!("signal-manager-test-{}", std::process::id());
+        // cgroup v2 (one unified hierarchy), else the v1 `cpu` controller.
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let (dir, quota_file, quota) = if v2.exists() {
+            let dir = std::path::Path::new("/sys/fs/cgroup").join(&name);
+            (dir, "cpu.max", "100000 100000")
+        } else {
+            let dir = std::path::Path::new("/sys/fs/cgroup/cpu").join(&name);
+            (dir, "cpu.cfs_quota_us", "100000")
+        };
+        std::fs::create_dir(&dir).ok()?;
+        let group = OneCpuCgroup { dir };
+        std::fs::write(group.dir.join(quota_file), quota).ok()?;
+        Some(group)
+    }
+
+    fn procs(&self) -> String {
+        self.dir.join("cgroup.procs").display().to_string()
+    }
+}
+
+impl Drop for OneCpuCgroup {
+    fn drop(&mut self) {
+        // Empty once the node has exited; retried briefly meanwhile.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn default_worker_threads_follow_the_cpus_and_a_cgroup_cpu_limit() {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let node = ChildNode::spawn(&[], &[]).await;
+    let text = http_get(&node.admin, "/metrics").await.1;
+    assert_eq!(
+        metric(&text, "signal_manager_runtime_worker_threads "),
+        available as f64,
+        "server.worker_threads = 0 takes one worker per available CPU"
+    );
+    drop(node);
+
+    let set = ChildNode::spawn(&[], &[("SIGNAL_MANAGER_SERVER_WORKER_THREADS", "3")]).await;
+    let text = http_get(&set.admin, "/metrics").await.1;
+    assert_eq!(metric(&text, "signal_manager_runtime_worker_threads "), 3.0);
+    drop(set);
+
+    // A Kubernetes CPU limit is a cgroup CPU quota: one CPU, one worker.
+    let Some(group) = OneCpuCgroup::create() else {
+        eprintln!("skipped the cgroup half: this process may not create a cgroup");
+        return;
+    };
+    let procs = group.procs();
+    let wrapper = [
+        "sh",
+        "-c",
+        "echo $$ > \"$0\" && exec \"$@\"",
+        procs.as_str(),
+    ];
+    let limited = ChildNode::spawn_wrapped(&wrapper, &[], &[]).await;
+    let text = http_get(&limited.admin, "/metrics").await.1;
+    assert_eq!(
+        metric(&text, "signal_manager_runtime_worker_threads "),
+        1.0,
+        "a one-CPU quota must give one worker"
+    );
+    drop(limited);
+}

@@ -94,14 +94,6 @@ async fn try_login(node: &TestNode, client: &str, token: &str) -> Result<(), Str
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 const FAILED: &str = "signal_manager_jwks_fetches_total{result=\"failed\"}";
 
 #[tokio::test]

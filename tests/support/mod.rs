@@ -275,6 +275,17 @@ pub fn assert_disconnect(message: &Message, reason: &str) {
     }
 }
 
+/// The value of the first line of a Prometheus text exposition that starts
+/// with `line_prefix` (a metric name, with its labels when it has some); 0
+/// when there is none.
+pub fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Path of the service binary built for these tests.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_signal-manager-service"))
@@ -294,6 +305,19 @@ impl ChildNode {
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> ChildNode {
         for _ in 0..5 {
             if let Some(node) = ChildNode::try_spawn_on(free_port(), free_port(), args, env).await {
+                return node;
+            }
+        }
+        panic!("the node did not start on any of 5 pairs of free ports");
+    }
+
+    /// Like [`ChildNode::spawn`], started through `wrapper` (a command line
+    /// that ends by running what follows it, e.g. one that first moves
+    /// itself into a cgroup).
+    pub async fn spawn_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> ChildNode {
+        for _ in 0..5 {
+            let ports = (free_port(), free_port());
+            if let Some(node) = ChildNode::launch(wrapper, ports, args, env).await {
                 return node;
             }
         }
@@ -320,7 +344,23 @@ impl ChildNode {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Option<ChildNode> {
-        let mut cmd = Command::new(binary());
+        ChildNode::launch(&[], (port, admin_port), args, env).await
+    }
+
+    async fn launch(
+        wrapper: &[&str],
+        (port, admin_port): (u16, u16),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<ChildNode> {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.args([
             "--port",
             &port.to_string(),
