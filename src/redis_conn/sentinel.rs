@@ -100,7 +100,8 @@ fn failed(reason: String) -> RedisError {
 
 impl SentinelSet {
     /// Sentinels at `urls`; they authenticate with `password` when given,
-    /// else with the URL's own credentials.
+    /// else with the URL's own credentials, or with none when a Sentinel
+    /// refuses those.
     pub fn new(
         urls: &[String],
         master: &str,
