@@ -14,7 +14,7 @@ use redis::aio::{MultiplexedConnection, PubSub};
 use redis::IntoConnectionInfo;
 use tokio::sync::watch;
 
-use super::sentinel::SentinelSet;
+use super::sentinel::{is_refusal, SentinelSet};
 use super::{RedisSetupError, TlsOptions};
 
 /// Makes connections to the current Redis master. Cheap to clone.
@@ -109,11 +109,26 @@ impl Connector {
         }
     }
 
+    /// In Sentinel mode two servers take credentials: say which refused.
+    fn name_refusal(&self, e: redis::RedisError) -> redis::RedisError {
+        match self.0.target {
+            Target::Sentinel(_) if is_refusal(&e) => redis::RedisError::from((
+                redis::ErrorKind::AuthenticationFailed,
+                "the master refused the credentials of cluster.redis_url",
+                e.to_string(),
+            )),
+            _ => e,
+        }
+    }
+
     /// A new multiplexed connection for commands.
     pub async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
         let result = async {
             let client = self.client().await?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| self.name_refusal(e))?;
             if matches!(self.0.target, Target::Sentinel(_)) {
                 SentinelSet::check_master(&mut conn).await?;
             }
@@ -126,7 +141,14 @@ impl Connector {
 
     /// A new pub/sub connection.
     pub async fn pubsub(&self) -> redis::RedisResult<PubSub> {
-        let result = async { self.client().await?.get_async_pubsub().await }.await;
+        let result = async {
+            let client = self.client().await?;
+            client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| self.name_refusal(e))
+        }
+        .await;
         self.observe(&result);
         result
     }

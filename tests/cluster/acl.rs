@@ -87,7 +87,7 @@ async fn nodes_work_under_the_documented_acl_rule() {
 }
 
 /// The error with its sources, as the node logs it.
-fn chain(error: &dyn std::error::Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

@@ -16,6 +16,7 @@ mod redis_cluster;
 mod resume;
 mod routing;
 mod sentinel;
+mod sentinel_secure;
 mod tls;
 mod tracing;
 mod traffic;

@@ -20,9 +20,10 @@ const ALICE: (&str, &str) = ("test_client_1", "test_token_1");
 const BOB: (&str, &str) = ("test_client_2", "test_token_2");
 
 /// Sentinel's down-after (1 s) plus its election and promotion.
-const FAILOVER_BUDGET: Duration = Duration::from_secs(10);
+pub const FAILOVER_BUDGET: Duration = Duration::from_secs(10);
 
-fn sentinel_settings(set: &SentinelSet, prefix: &str, node: &str) -> Settings {
+/// Settings for a node that finds the master through `set`'s Sentinels.
+pub fn sentinel_settings(set: &SentinelSet, prefix: &str, node: &str) -> Settings {
     let mut s = settings_for_url(&set.urls(), prefix, node);
     s.cluster.redis_mode = RedisMode::Sentinel;
     s.cluster.redis_sentinel_master = Some(MASTER_NAME.into());

@@ -66,15 +66,23 @@ impl Traffic {
         let receiver = {
             let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
             tokio::spawn(async move {
-                // After the stop, wait out late deliveries for a while.
+                // Gives up after 30 s without a delivery; after the stop,
+                // waits out late deliveries for 4 s. Short slices, so a
+                // stop is noticed in a wait that began before it.
+                let mut last = Instant::now();
                 loop {
-                    let limit = if stop.load(Ordering::Acquire) {
+                    let quiet = if stop.load(Ordering::Acquire) {
                         Duration::from_secs(4)
                     } else {
                         Duration::from_secs(30)
                     };
-                    match tokio::time::timeout(limit, receiver_client.next_event()).await {
+                    if last.elapsed() >= quiet {
+                        return;
+                    }
+                    let slice = Duration::from_millis(100);
+                    match tokio::time::timeout(slice, receiver_client.next_event()).await {
                         Ok(Some(Event::Signal(s))) => {
+                            last = Instant::now();
                             *ledger
                                 .lock()
                                 .unwrap()
@@ -83,7 +91,8 @@ impl Traffic {
                                 .or_default() += 1;
                         }
                         Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => return,
+                        Ok(None) => return,
+                        Err(_) => {}
                     }
                 }
             })

@@ -1,82 +1,211 @@
 //! A Sentinel set: one master, one replica and three
 //! `redis-server --sentinel` processes watching it as `mymaster`, with a
 //! one-second down-after so a killed master is replaced in a few seconds.
+//!
+//! Plain by default; [`SentinelOptions`] makes every process speak only
+//! TLS (to clients and to each other), or puts ACL users on the data nodes
+//! and a password of their own on the Sentinels.
 
 use std::time::Duration;
 
-use super::redis_proc::{base_args, cli, plain, RedisProc};
+use super::redis_proc::{base_args, cli, RedisProc};
+use super::redis_tls::TlsFiles;
 use super::{eventually, free_port};
 
 /// The name the Sentinels monitor.
 pub const MASTER_NAME: &str = "mymaster";
+
+/// With [`SentinelOptions::acl`]: the Sentinels' own `requirepass`.
+pub const SENTINEL_PASSWORD: &str = "sentinel-secret";
+
+/// With [`SentinelOptions::acl`]: the user replication and the Sentinels
+/// use on the data nodes (Redis's documented rights for both; not the
+/// node's user).
+const OPS_USER: &str = "ops";
+const OPS_PASSWORD: &str = "ops-secret";
+const OPS_RIGHTS: &[&str] = &[
+    "allchannels",
+    "+psync",
+    "+replconf",
+    "+ping",
+    "+multi",
+    "+exec",
+    "+slaveof",
+    "+replicaof",
+    "+config|rewrite",
+    "+role",
+    "+info",
+    "+publish",
+    "+subscribe",
+    "+client|setname",
+    "+client|kill",
+    "+script|kill",
+];
+
+/// With [`SentinelOptions::acl`]: the fixture's own user, for its checks
+/// (the default user is off).
+const ADMIN_USER: &str = "admin";
+const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// How the set is secured.
+#[derive(Default)]
+pub struct SentinelOptions {
+    /// Every process serves TLS only and requires a client certificate of
+    /// the test CA; replication and the Sentinels talk TLS too
+    /// (`tls-replication yes`).
+    pub tls: bool,
+    /// The data nodes' default user is off (replication and the Sentinels
+    /// log in as their own user); the Sentinels have a `requirepass`.
+    pub acl: bool,
+}
 
 /// A running master, replica and three Sentinels.
 pub struct SentinelSet {
     pub master: RedisProc,
     pub replica: RedisProc,
     pub sentinels: Vec<RedisProc>,
-    _dir: tempfile::TempDir,
+    /// The certificates, when the set speaks only TLS.
+    pub tls: Option<TlsFiles>,
+    acl: bool,
+    dir: tempfile::TempDir,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `redis-server` flags of a data node.
+fn data_args(port: u16, tls: Option<&TlsFiles>, acl: bool) -> Vec<String> {
+    let mut args = match tls {
+        None => base_args(port),
+        Some(files) => {
+            let mut args = files.server_args(port, true);
+            args.extend(strings(&[
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-replication",
+                "yes",
+            ]));
+            args
+        }
+    };
+    // A replica's full sync starts at once, not after the default 5 s
+    // wait for more replicas.
+    args.extend(strings(&["--repl-diskless-sync-delay", "0"]));
+    if acl {
+        args.extend(strings(&["--user", "default", "off"]));
+        args.extend(strings(&["--user", ADMIN_USER, "on"]));
+        args.extend([format!(">{ADMIN_PASSWORD}"), "~*".into(), "&*".into()]);
+        args.push("+@all".into());
+        args.extend(strings(&["--user", OPS_USER, "on"]));
+        args.push(format!(">{OPS_PASSWORD}"));
+        args.extend(strings(OPS_RIGHTS));
+        // Both data nodes: after a failover the old master replicates.
+        args.extend(strings(&[
+            "--masteruser",
+            OPS_USER,
+            "--masterauth",
+            OPS_PASSWORD,
+        ]));
+    }
+    args
+}
+
+/// A Sentinel's configuration file (Sentinel rewrites it as it learns).
+fn sentinel_conf(port: u16, master: u16, tls: Option<&TlsFiles>, acl: bool) -> String {
+    let mut conf = match tls {
+        None => format!("port {port}\n"),
+        Some(files) => format!(
+            "port 0\ntls-port {port}\n\
+             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients yes\ntls-replication yes\n",
+            files.server_cert.display(),
+            files.server_key.display(),
+            files.ca.display()
+        ),
+    };
+    conf.push_str(&format!(
+        "bind 127.0.0.1\n\
+         sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
+         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+         sentinel failover-timeout {MASTER_NAME} 5000\n\
+         sentinel parallel-syncs {MASTER_NAME} 1\n"
+    ));
+    if acl {
+        // The Sentinels also log in to each other with it.
+        conf.push_str(&format!(
+            "requirepass {SENTINEL_PASSWORD}\n\
+             sentinel auth-user {MASTER_NAME} {OPS_USER}\n\
+             sentinel auth-pass {MASTER_NAME} {OPS_PASSWORD}\n"
+        ));
+    }
+    conf
 }
 
 impl SentinelSet {
-    /// Starts all five processes at once and waits until the replica is in
-    /// sync and every Sentinel knows the replica and the two other Sentinels.
+    /// A plain set.
     pub async fn start() -> SentinelSet {
+        Self::start_with(SentinelOptions::default()).await
+    }
+
+    /// Starts the master and the replica at once, then, once the replica
+    /// is in sync, the three Sentinels at once (a Sentinel that meets the
+    /// master before the replica does would learn of it only at its next
+    /// `INFO`, ten seconds later); waits until every Sentinel knows the
+    /// replica and the two other Sentinels.
+    pub async fn start_with(options: SentinelOptions) -> SentinelSet {
         let dir = tempfile::tempdir().expect("tempdir");
+        let tls = options.tls.then(TlsFiles::generate);
+        let acl = options.acl;
         let (m, r) = (free_port(), free_port());
-        let master = RedisProc::spawn(m, dir.path(), &base_args(m));
-        let mut replica_args = base_args(r);
+        let master = RedisProc::spawn(m, dir.path(), &data_args(m, tls.as_ref(), acl));
+        let mut replica_args = data_args(r, tls.as_ref(), acl);
         replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
         let replica = RedisProc::spawn(r, dir.path(), &replica_args);
-        let sentinels: Vec<RedisProc> = (0..3)
-            .map(|_| {
-                let port = free_port();
-                let conf = dir.path().join(format!("sentinel-{port}.conf"));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "port {port}\nbind 127.0.0.1\n\
-                         sentinel monitor {MASTER_NAME} 127.0.0.1 {m} 2\n\
-                         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                         sentinel failover-timeout {MASTER_NAME} 5000\n\
-                         sentinel parallel-syncs {MASTER_NAME} 1\n"
-                    ),
-                )
-                .expect("write sentinel.conf");
-                RedisProc::spawn(
-                    port,
-                    dir.path(),
-                    &[conf.display().to_string(), "--sentinel".into()],
-                )
-            })
-            .collect();
-        let set = SentinelSet {
+        let mut set = SentinelSet {
             master,
             replica,
-            sentinels,
-            _dir: dir,
+            sentinels: Vec::new(),
+            tls,
+            acl,
+            dir,
         };
-        eventually("replica in sync", Duration::from_secs(15), || async {
-            cli(&plain(r), &["INFO", "replication"]).contains("master_link_status:up")
+        eventually("replica in sync", Duration::from_secs(15), || {
+            let info = set.data_cli(r, &["INFO", "replication"]);
+            async move { info.contains("master_link_status:up") }
         })
         .await;
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = set.dir.path().join(format!("sentinel-{port}.conf"));
+            std::fs::write(&conf, sentinel_conf(port, m, set.tls.as_ref(), acl))
+                .expect("write sentinel.conf");
+            let args = [conf.display().to_string(), "--sentinel".into()];
+            set.sentinels
+                .push(RedisProc::spawn(port, set.dir.path(), &args));
+        }
         for s in &set.sentinels {
-            let port = s.port;
             eventually(
                 "sentinel knows the replica and its peers",
                 Duration::from_secs(20),
-                || async move {
-                    let info = cli(&plain(port), &["SENTINEL", "MASTER", MASTER_NAME]);
-                    let field = |name: &str| {
+                || {
+                    let info = set.sentinel_cli(s.port, &["SENTINEL", "MASTER", MASTER_NAME]);
+                    async move {
                         let lines: Vec<&str> = info.lines().collect();
-                        lines
-                            .iter()
-                            .position(|l| *l == name)
-                            .and_then(|i| lines.get(i + 1))
-                            .map(|v| v.to_string())
-                    };
-                    field("num-slaves").as_deref() == Some("1")
-                        && field("num-other-sentinels").as_deref() == Some("2")
+                        let field = |name: &str| {
+                            lines
+                                .iter()
+                                .position(|l| *l == name)
+                                .and_then(|i| lines.get(i + 1))
+                                .copied()
+                        };
+                        field("num-slaves") == Some("1")
+                            && field("num-other-sentinels") == Some("2")
+                    }
                 },
             )
             .await;
@@ -84,11 +213,64 @@ impl SentinelSet {
         set
     }
 
-    /// `redis://127.0.0.1:<s1>,redis://127.0.0.1:<s2>,…`.
+    fn tls_flags(&self, port: u16) -> Vec<String> {
+        match &self.tls {
+            None => vec!["-p".into(), port.to_string()],
+            Some(files) => files.cli_args(port),
+        }
+    }
+
+    /// `redis-cli` flags reaching the data node on `port` (as an
+    /// administrator when the default user is off).
+    pub fn data_flags(&self, port: u16) -> Vec<String> {
+        let mut flags = self.tls_flags(port);
+        if self.acl {
+            flags.extend(strings(&[
+                "--user",
+                ADMIN_USER,
+                "--pass",
+                ADMIN_PASSWORD,
+                "--no-auth-warning",
+            ]));
+        }
+        flags
+    }
+
+    /// `redis-cli` flags reaching the Sentinel on `port`.
+    pub fn sentinel_flags(&self, port: u16) -> Vec<String> {
+        let mut flags = self.tls_flags(port);
+        if self.acl {
+            flags.extend(strings(&["-a", SENTINEL_PASSWORD, "--no-auth-warning"]));
+        }
+        flags
+    }
+
+    /// Runs a command on the data node on `port`.
+    pub fn data_cli(&self, port: u16, args: &[&str]) -> String {
+        cli(&self.data_flags(port), args)
+    }
+
+    /// Runs a command on the Sentinel on `port`.
+    pub fn sentinel_cli(&self, port: u16, args: &[&str]) -> String {
+        cli(&self.sentinel_flags(port), args)
+    }
+
+    /// `redis://127.0.0.1:<s1>,redis://127.0.0.1:<s2>,…` (`rediss://` with
+    /// TLS).
     pub fn urls(&self) -> String {
+        self.urls_as("")
+    }
+
+    /// The Sentinel URLs with `userinfo` (`user:password@`) in each.
+    pub fn urls_as(&self, userinfo: &str) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.sentinels
             .iter()
-            .map(|s| format!("redis://127.0.0.1:{}", s.port))
+            .map(|s| format!("{scheme}://{userinfo}127.0.0.1:{}", s.port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -96,8 +278,8 @@ impl SentinelSet {
     /// The master's port as the first live Sentinel reports it.
     pub fn reported_master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|s| {
-            let answer = cli(
-                &plain(s.port),
+            let answer = self.sentinel_cli(
+                s.port,
                 &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
             );
             answer.lines().nth(1).and_then(|p| p.trim().parse().ok())

@@ -55,7 +55,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
             }),
         )
     };
-    let cpu_start = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_start = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1).min(total.max(1)) {
@@ -100,7 +100,7 @@ pub async fn run(args: ConnectArgs) -> Result<Report, String> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_end = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_end = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     drop(progress);
     let succeeded = kept.lock().await.len() as u64;
     // Close them all; the nodes clean up on their own.

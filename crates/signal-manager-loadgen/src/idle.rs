@@ -46,7 +46,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     let rss = |pids: &[u32]| pids.iter().map(|&p| rss_bytes(p)).collect::<Vec<_>>();
     let rss_before = rss(&common.node_pids);
     let fds_before: Vec<_> = common.node_pids.iter().map(|&p| open_files(p)).collect();
-    let cpu_start = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_start = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     eprintln!("[idle] opening {total} connections over {nodes} node(s)");
 
     let opened = Arc::new(AtomicU64::new(0));
@@ -108,7 +108,7 @@ pub async fn run(args: IdleArgs) -> Result<Report, String> {
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let rss_after = rss(&common.node_pids);
     let fds_after: Vec<_> = common.node_pids.iter().map(|&p| open_files(p)).collect();
-    let cpu_end = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_end = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     let own_rss = rss_bytes(std::process::id());
     let _ = stop_tx.send(true);
     drop(progress);

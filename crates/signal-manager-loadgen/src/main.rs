@@ -74,9 +74,10 @@ pub struct Common {
     /// A node's process id, for CPU and RSS (repeatable, in --url order).
     #[arg(long = "node-pid", value_name = "PID")]
     pub node_pids: Vec<u32>,
-    /// redis-server's process id, for its CPU.
-    #[arg(long, value_name = "PID")]
-    pub redis_pid: Option<u32>,
+    /// A redis-server's process id, for its CPU (repeatable: every
+    /// process of a Redis Cluster; their CPU is summed).
+    #[arg(long = "redis-pid", value_name = "PID")]
+    pub redis_pids: Vec<u32>,
     /// Redis URL, for INFO commandstats / PUBSUB deltas over the window.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,

@@ -58,19 +58,23 @@ pub struct CpuUsage {
     pub wall_seconds: f64,
     /// CPU seconds of each node, in `--node-pid` order.
     pub nodes: Vec<Option<f64>>,
-    /// CPU seconds of redis-server.
+    /// CPU seconds of the redis-server processes together.
     pub redis: Option<f64>,
     /// CPU seconds of the load generator itself.
     pub loadgen: Option<f64>,
 }
 
 impl CpuSnapshot {
-    /// Reads the CPU time of `nodes`, `redis` and this process now.
-    pub fn take(nodes: &[u32], redis: Option<u32>) -> CpuSnapshot {
+    /// Reads the CPU time of `nodes`, the `redis` processes (summed; none
+    /// when one is unreadable) and this process now.
+    pub fn take(nodes: &[u32], redis: &[u32]) -> CpuSnapshot {
+        let redis = (!redis.is_empty())
+            .then(|| redis.iter().map(|&p| cpu_seconds(p)).sum::<Option<f64>>())
+            .flatten();
         CpuSnapshot {
             at: Instant::now(),
             nodes: nodes.iter().map(|&p| cpu_seconds(p)).collect(),
-            redis: redis.and_then(cpu_seconds),
+            redis,
             own: own_cpu_seconds(),
         }
     }
@@ -114,6 +118,15 @@ mod tests {
         let line = "1234 (we (ird) name) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 4 0";
         assert_eq!(parse_cpu_ticks(line), Some(325));
         assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn several_redis_processes_are_summed_and_one_unreadable_spoils_the_sum() {
+        let me = std::process::id();
+        assert!(CpuSnapshot::take(&[], &[me, me]).redis.is_some());
+        assert!(CpuSnapshot::take(&[], &[]).redis.is_none());
+        // No process has id 0 in /proc.
+        assert!(CpuSnapshot::take(&[], &[me, 0]).redis.is_none());
     }
 
     #[test]

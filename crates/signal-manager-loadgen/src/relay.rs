@@ -116,11 +116,11 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
     };
     let baseline = if args.baseline > 0 {
         eprintln!("[relay] measuring idle server CPU for {} s", args.baseline);
-        let start = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+        let start = CpuSnapshot::take(&args.common.node_pids, &args.common.redis_pids);
         tokio::time::sleep(Duration::from_secs(args.baseline)).await;
         let usage = start.until(&CpuSnapshot::take(
             &args.common.node_pids,
-            args.common.redis_pid,
+            &args.common.redis_pids,
         ));
         Some(usage.server_seconds() / usage.wall_seconds.max(1e-9))
     } else {
@@ -226,14 +226,14 @@ pub async fn run(args: RelayArgs) -> Result<Report, String> {
     };
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
-    let cpu_start = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+    let cpu_start = CpuSnapshot::take(&args.common.node_pids, &args.common.redis_pids);
     let cluster_start = ClusterSnapshot::take(&args.common).await;
     let delivered_start = sum(delivered);
     let sent_start = sum(sent);
     window.start_us.store(now_us(), Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     window.end_us.store(now_us(), Ordering::Relaxed);
-    let cpu_end = CpuSnapshot::take(&args.common.node_pids, args.common.redis_pid);
+    let cpu_end = CpuSnapshot::take(&args.common.node_pids, &args.common.redis_pids);
     let delivered_end = sum(delivered);
     let sent_end = sum(sent);
     let cluster_end = ClusterSnapshot::take(&args.common).await;

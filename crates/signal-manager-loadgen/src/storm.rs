@@ -156,7 +156,7 @@ pub async fn run(args: StormArgs) -> Result<Report, String> {
     }
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
 
-    let cpu_start = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_start = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     let t0 = Instant::now();
     let _ = t0_tx.send(t0);
     let _ = drop_tx.send(true);
@@ -165,7 +165,7 @@ pub async fn run(args: StormArgs) -> Result<Report, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_back = t0.elapsed().as_secs_f64();
-    let cpu_end = CpuSnapshot::take(&common.node_pids, common.redis_pid);
+    let cpu_end = CpuSnapshot::take(&common.node_pids, &common.redis_pids);
     // Let late closes (REPLACED, idle) show up before finishing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = finish_tx.send(true);
