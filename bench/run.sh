@@ -17,7 +17,8 @@
 # Scenario names (ONLY=...): relay_sat_200 relay_sat_2000 relay_5k relay_1k
 # (each also runs on the floor as floor_*), relay_sat_200_batched
 # relay_5k_batched (also floor_*_batched), connect idle storm scale.
-# FLOOR=0 skips the floor. BENCH_NOTE="..." is printed above the tables
+# FLOOR=0 skips the floor. SERVER_BIN=path measures another build of the
+# node with this load generator (before/after comparisons). BENCH_NOTE="..." is printed above the tables
 # (say how loaded the machine was).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,7 +44,9 @@ command -v redis-server >/dev/null || {
 echo "building release..." >&2
 cargo build --release --quiet -p signal-manager-service -p signal-manager-loadgen \
     -p signal-manager-floor
-BIN="$CARGO_TARGET_DIR/release/signal-manager-service"
+# SERVER_BIN=path runs another build of the node (e.g. an older revision)
+# under the same load generator and settings.
+BIN="${SERVER_BIN:-$CARGO_TARGET_DIR/release/signal-manager-service}"
 LOADGEN="$CARGO_TARGET_DIR/release/signal-manager-loadgen"
 FLOOR_BIN="$CARGO_TARGET_DIR/release/signal-manager-floor"
 FLOOR="${FLOOR:-1}"
