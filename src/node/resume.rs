@@ -153,18 +153,11 @@ impl Node {
     /// session (answers, a presence removal through the backend's futures)
     /// takes kilobytes of state, allocated only once the window has passed
     /// and a permit is free ([`ENDING_AT_ONCE`]).
-    fn expire_after(
-        self: Arc<Self>,
-        window: Duration,
-        client: ClientId,
-        session: SessionId,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move {
-            tokio::time::sleep(window).await;
-            // The semaphore is never closed; were it, end it all the same.
-            let _permit = self.resumes.ending.acquire().await.ok();
-            Box::pin(self.end_parked(&client, session)).await;
-        }
+    async fn expire_after(self: Arc<Self>, window: Duration, client: ClientId, session: SessionId) {
+        tokio::time::sleep(window).await;
+        // The semaphore is never closed; were it, end it all the same.
+        let _permit = self.resumes.ending.acquire().await.ok();
+        Box::pin(self.end_parked(&client, session)).await;
     }
 
     /// Ends a parked session for good (window passed, replaced, drained):
