@@ -83,6 +83,8 @@ struct Cycle {
     peak: Option<u64>,
     held: Option<u64>,
     after: Option<u64>,
+    /// When the sockets were dropped.
+    dropped: Option<Instant>,
     parked_in: f64,
     expired_in: f64,
     /// Held signals answered PEER_NOT_FOUND with their id after the window.
@@ -304,8 +306,10 @@ async fn run_cycle(
             fleet::count(errors, kind);
         }
     }
+    cycle.dropped = Some(t0);
     let window = Duration::from_secs(args.window);
     loop {
+        cycle.peak = cycle.peak.max(rss_bytes(pid));
         if node_metric(admin, RESUMABLE_GAUGE).await == Some(total as f64) {
             break;
         }
@@ -318,7 +322,7 @@ async fn run_cycle(
     }
     cycle.parked_in = t0.elapsed().as_secs_f64();
     cycle.parked = rss_bytes(pid);
-    cycle.peak = cycle.parked;
+    cycle.peak = cycle.peak.max(cycle.parked);
     Ok(cycle)
 }
 
@@ -336,7 +340,6 @@ async fn finish_cycle(
     report: &mut Report,
 ) -> Cycle {
     let total = args.sessions as f64;
-    let dropped_at = Instant::now() - Duration::from_secs_f64(cycle.parked_in);
     let sample = |cycle: &mut Cycle| {
         let now = rss_bytes(pid);
         cycle.peak = cycle.peak.max(now);
@@ -372,7 +375,7 @@ async fn finish_cycle(
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
-    cycle.expired_in = dropped_at.elapsed().as_secs_f64();
+    cycle.expired_in = cycle.dropped.map_or(0.0, |t| t.elapsed().as_secs_f64());
     let answered = |a: &HashMap<Uuid, String>| {
         sent.iter()
             .filter(|id| a.get(id).is_some_and(|c| c == "PEER_NOT_FOUND"))
