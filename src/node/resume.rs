@@ -558,7 +558,7 @@ mod tests {
         let client = ClientId::new("alice").expect("id");
         let waiting = node.expire_after(Duration::from_secs(30), client, SessionId::generate());
         // Measured 9,064 bytes (debug) before the end was boxed; the sleep
-        // and the ids are about 200.
+        // and the ids, with a permit to wait for, are 216.
         let size = std::mem::size_of_val(&waiting);
         assert!(
             size <= 512,
