@@ -149,6 +149,13 @@ def main():
     row("storm", "19,000 clients all reconnected after", "all_reconnected_s", " s", 2, 10.0, False)
     row("storm", "per-client reconnect p99", "reconnect_time.p99_us", " s", 2, None, scale=1e-6)
     row("storm", "clients reconnected", "reconnected", target=19000)
+    # 19,000 sessions dropped at once, resumable for the window, 5,000 holding a signal.
+    row("resumable", "node RSS per resumable session over baseline (peak while parked)", "bytes_per_resumable_over_baseline", " KiB", 2, None, scale=1 / 1024)
+    row("resumable", "same, net of the held frames (target: the idle session's 6 KiB)", "bytes_per_resumable_net_of_held", " KiB", 2, 6.0, False, scale=1 / 1024)
+    row("resumable", "per resumable session over the connected state", "bytes_per_resumable_over_connected", " KiB", 2, None, scale=1 / 1024)
+    row("resumable", "RSS after the window, per session over baseline", "bytes_per_session_after_window", " KiB", 2, None, scale=1 / 1024)
+    row("resumable", "RSS growth after the window, per further cycle", "rss_after_growth_per_cycle_bytes", " KiB", 1, None, scale=1 / 1024)
+    row("resumable", "held signals answered PEER_NOT_FOUND after the window", "held_answered_peer_not_found", target=10000)
     for n in (2, 4, 8):
         label = f"scale_{n}"
         # Counters are read a moment apart from the delivered count: allow 1 %.

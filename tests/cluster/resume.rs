@@ -1,8 +1,9 @@
 //! Session resume (PROTOCOL.md 1.1, "Session resume"), one test per
 //! bullet: on the same node and on another, held signals in order and
 //! exactly once, tokens that start a new session instead, expiry and
-//! replacement answering each held signal, ends that are not resumable, and
-//! per-pair order across two moves.
+//! replacement answering each held signal, ends that are not resumable,
+//! per-pair order across two moves, and a few hundred sessions expiring at
+//! once with every held signal answered.
 
 use std::time::Duration;
 
@@ -335,4 +336,128 @@ async fn two_thousand_signals_arrive_in_order_exactly_once_across_two_moves() {
         "all 2,000 in order, exactly once: {} received, first out of place at {first_wrong:?}",
         got.len()
     );
+}
+
+const MANY_SECRET: &str = "resume-many-secret";
+
+fn minted(client: &str) -> String {
+    use signal_manager_service::auth;
+    use signal_manager_service::config::{AuthSettings, Secret};
+    let settings = AuthSettings {
+        token_secret: Some(Secret::new(MANY_SECRET)),
+        ..AuthSettings::default()
+    };
+    auth::mint(&settings, client, Duration::from_secs(3600)).expect("mint")
+}
+
+/// The value of the metric line `name` on `node`'s `/metrics`.
+async fn metric(node: &TestNode, name: &str) -> Option<f64> {
+    let body = http_get(&node.admin, "/metrics").await.1;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metric_is(node: &TestNode, name: &str, value: f64) {
+    let what = format!("{name} = {value}");
+    eventually(&what, LONG, || async {
+        metric(node, name).await == Some(value)
+    })
+    .await;
+}
+
+/// A node's clients all losing their network at once, at a few hundred: every
+/// session becomes resumable; a signal sent to each from another node is
+/// held and, when the window passes, answered PEER_NOT_FOUND to its sender
+/// with its id, exactly once; the node is left with no session, no parked
+/// entry and no presence record of them.
+#[tokio::test]
+async fn hundreds_of_sessions_dropped_at_once_expire_and_every_held_signal_is_answered() {
+    use signal_manager_service::config::Secret;
+    const SESSIONS: usize = 300;
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("many");
+    let settings = |id: &str| {
+        let mut s = cluster_settings(&redis, &prefix, id);
+        s.auth.token_secret = Some(Secret::new(MANY_SECRET));
+        // Long enough to reach every parked session first; nothing is timed.
+        s.server.resume_window = 5;
+        // Records outlive the waits below unless the node removes them.
+        s.cluster.presence_ttl = Some(60);
+        s
+    };
+    let a = start_with(settings("node-a")).await;
+    let b = start_with(settings("node-b")).await;
+    let (mut sender, _) = login(&b, "sender", &minted("sender")).await;
+    let ids: Vec<String> = (0..SESSIONS).map(|i| format!("many-{i}")).collect();
+    let sessions = futures_util::future::join_all(ids.iter().map(|id| {
+        let a = &a;
+        async move { login(a, id, &minted(id)).await.0 }
+    }))
+    .await;
+    metric_is(&a, "signal_manager_sessions", SESSIONS as f64).await;
+    // The drop: every socket at once, no close handshake.
+    drop(sessions);
+    metric_is(&a, "signal_manager_resumable_sessions", SESSIONS as f64).await;
+
+    let mut sent = Vec::with_capacity(SESSIONS);
+    for id in &ids {
+        sent.push(send(&mut sender, id, "held").await);
+    }
+    // Each signal is answered once, with its id, when its session ends.
+    let mut answered: std::collections::HashMap<Uuid, String> = Default::default();
+    let deadline = Instant::now() + LONG + Duration::from_secs(5);
+    while answered.len() < SESSIONS && Instant::now() < deadline {
+        if let Ok(Incoming::Message(m)) = sender.recv_timeout(Duration::from_secs(1)).await {
+            if let Payload::Error(e) = m.payload {
+                assert!(
+                    sent.contains(&m.message_id),
+                    "ERROR {} for an id never sent",
+                    e.code
+                );
+                let again = answered.insert(m.message_id, e.code);
+                assert!(again.is_none(), "signal {} answered twice", m.message_id);
+            }
+        }
+    }
+    let not_found = answered.values().filter(|c| *c == "PEER_NOT_FOUND").count();
+    assert_eq!(
+        (answered.len(), not_found),
+        (SESSIONS, SESSIONS),
+        "every held signal answered PEER_NOT_FOUND: {:?}",
+        answered
+            .values()
+            .filter(|c| *c != "PEER_NOT_FOUND")
+            .collect::<Vec<_>>()
+    );
+    // Held, not refused on arrival: node A answered them as held signals,
+    // and node B passed its sessions' answers on.
+    metric_is(
+        &a,
+        "signal_manager_held_signals_answered_total",
+        SESSIONS as f64,
+    )
+    .await;
+    metric_is(
+        &b,
+        "signal_manager_held_signals_answered_total",
+        SESSIONS as f64,
+    )
+    .await;
+    metric_is(&a, "signal_manager_resumable_sessions", 0.0).await;
+    metric_is(&a, "signal_manager_sessions", 0.0).await;
+    let pattern = format!("{prefix}:client:many-*");
+    eventually(
+        "no presence record of the expired sessions",
+        LONG,
+        || async { redis.command(&["KEYS", &pattern]).await.starts_with("*0") },
+    )
+    .await;
+    // Nothing more reaches the sender: no second answer to any signal.
+    while let Ok(Incoming::Message(m)) = sender.recv_timeout(Duration::from_millis(500)).await {
+        assert!(
+            !matches!(m.payload, Payload::Error(_)),
+            "a late ERROR for {}",
+            m.message_id
+        );
+    }
 }

@@ -162,21 +162,31 @@ fn parse_info_numbers(text: &str) -> BTreeMap<String, u64> {
 /// (cross-node signals sent, received) from a node's `/metrics`.
 async fn node_counters(admin: &str) -> Option<(f64, f64)> {
     let body = http_get(admin, "/metrics").await?;
-    let sum = |needle: &str| {
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.split([' ', '{'])
-                    .next()
-                    .is_some_and(|name| name.ends_with(needle))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
     Some((
-        sum("cross_node_signals_sent_total"),
-        sum("cross_node_signals_received_total"),
+        metric_sum(&body, "cross_node_signals_sent_total"),
+        metric_sum(&body, "cross_node_signals_received_total"),
     ))
+}
+
+/// The value of a node metric whose name ends with `needle` (summed over
+/// its labels), read from the node's `/metrics` now; `None` when the node
+/// does not answer.
+pub async fn node_metric(admin: &str, needle: &str) -> Option<f64> {
+    let body = http_get(admin, "/metrics").await?;
+    Some(metric_sum(&body, needle))
+}
+
+/// Sums the samples of the metric whose name ends with `needle`.
+fn metric_sum(body: &str, needle: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split([' ', '{'])
+                .next()
+                .is_some_and(|name| name.ends_with(needle))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
 }
 
 /// A minimal HTTP/1.0 GET on a loopback admin address.
@@ -211,6 +221,14 @@ mod tests {
         let m = parse_commandstats(text);
         assert_eq!(m["publish"], 12);
         assert_eq!(m["evalsha"], 3);
+    }
+
+    #[test]
+    fn metrics_are_summed_over_labels_by_name() {
+        let body = "# HELP x\nsignal_manager_resumable_sessions 19000\nsignal_manager_resumes_total{where=\"local\"} 2\nsignal_manager_resumes_total{where=\"remote\"} 3\n";
+        assert_eq!(metric_sum(body, "resumable_sessions"), 19000.0);
+        assert_eq!(metric_sum(body, "resumes_total"), 5.0);
+        assert_eq!(metric_sum(body, "absent"), 0.0);
     }
 
     #[test]

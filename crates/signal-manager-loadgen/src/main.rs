@@ -10,7 +10,9 @@
 //! per signal or one per batch: `--send-mode`), `idle.rs`
 //! (held connections, RSS per connection), `connect.rs` (connection rate
 //! and CONNECT → CONNECT_ACK latency),
-//! `storm.rs` (everyone drops and reconnects at once), `fleet.rs` (opening
+//! `storm.rs` (everyone drops and reconnects at once), `resumable.rs`
+//! (everyone drops at once and stays resumable: node RSS while parked and
+//! after the window), `fleet.rs` (opening
 //! authenticated connections: ids, tokens, source addresses), `proc_stats.rs`
 //! (CPU and RSS of other processes from `/proc`), `cluster_stats.rs` (Redis
 //! `INFO` and node `/metrics` deltas), `report.rs` (JSON line, summary,
@@ -24,6 +26,7 @@ mod pair;
 mod proc_stats;
 mod relay;
 mod report;
+mod resumable;
 mod storm;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -57,6 +60,10 @@ pub enum Scenario {
     Connect(connect::ConnectArgs),
     /// Connect clients, drop them all at once, and time their reconnection.
     Storm(storm::StormArgs),
+    /// Connect sessions, drop them all at once and let them stay
+    /// resumable: node RSS while parked and after the resume window; held
+    /// signals answered PEER_NOT_FOUND when it passes.
+    Resumable(resumable::ResumableArgs),
 }
 
 /// Flags every scenario shares.
@@ -190,6 +197,7 @@ fn main() -> ExitCode {
         Scenario::Idle(a) => &a.common,
         Scenario::Connect(a) => &a.common,
         Scenario::Storm(a) => &a.common,
+        Scenario::Resumable(a) => &a.common,
     };
     if let Err(reason) = common.check() {
         eprintln!("loadgen: {reason}");
@@ -214,6 +222,7 @@ fn main() -> ExitCode {
                 Scenario::Idle(a) => idle::run(a).await,
                 Scenario::Connect(a) => connect::run(a).await,
                 Scenario::Storm(a) => storm::run(a).await,
+                Scenario::Resumable(a) => resumable::run(a).await,
             }
         };
         tokio::time::timeout(limit, run)
