@@ -305,12 +305,19 @@ async fn a_dormant_session_closes_on_disconnect_and_on_a_close_frame() {
     })
     .await;
 
-    // A WebSocket close frame: the connection ends (the session stays
-    // resumable: no DISCONNECT was sent).
+    // A WebSocket close frame: answered, and the connection ends (the
+    // session stays resumable: no DISCONNECT was sent).
     bob.ws.close(None).await.expect("close sent");
-    eventually("both connections closed", Duration::from_secs(10), || async {
-        gauge(&node, "signal_manager_connections").await == 0
-    })
+    assert_eq!(
+        bob.recv_close().await,
+        None,
+        "the close is answered (no code)"
+    );
+    eventually(
+        "both connections closed",
+        Duration::from_secs(10),
+        || async { gauge(&node, "signal_manager_connections").await == 0 },
+    )
     .await;
     until_dormant(&node, 0).await;
 }

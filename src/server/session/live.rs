@@ -18,7 +18,7 @@ use super::connect::{check_payload, ConnectRequest};
 use super::error::SessionError;
 use super::link::{Link, Rest};
 use super::reader::{self, Inbound};
-use super::{send_and_close, End, Ws};
+use super::{answer_close, send_and_close, End, Ws};
 use crate::auth::PeerPolicy;
 use crate::ids::ClientId;
 use crate::node::{new_token, Node, Outgoing, Registration, SessionHandle};
@@ -452,7 +452,9 @@ impl Session {
             handle.take(&mut frames, &mut receipts);
             tracing::debug!(%client, %reason, "session parked for resume");
             self.node.park(self.registration);
-            if !matches!(end, End::Gone) {
+            if matches!(end, End::Gone) {
+                answer_close(ws).await;
+            } else {
                 frames.push(encode_disconnect(handle.codec, reason));
                 if send_and_close(ws, frames, close, &self.node).await {
                     self.node.confirm_written(&mut receipts);
@@ -465,6 +467,7 @@ impl Session {
         handle.close(reason);
         self.registration.end().await;
         if matches!(end, End::Gone) {
+            answer_close(ws).await;
             return;
         }
         let (mut frames, mut receipts) = (Vec::new(), Vec::new());

@@ -69,6 +69,13 @@ pub(super) async fn await_close(ws: &mut Ws) {
     .await;
 }
 
+/// Sends what the WebSocket layer still holds: after the peer's close
+/// frame, the layer's answer to it (a broken socket fails at once, a peer
+/// that reads nothing is given up on).
+pub(super) async fn answer_close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+}
+
 fn close_frame(code: CloseCode) -> WsMessage {
     WsMessage::Close(Some(CloseFrame {
         code: WsCloseCode::from(code.0),
