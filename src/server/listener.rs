@@ -93,7 +93,8 @@ impl Drop for ConnectionGauge {
     }
 }
 
-async fn handshake(node: &Node, stream: TcpStream) -> Option<Ws> {
+/// The upgrade, boxed: the connection task keeps nothing of it inline.
+async fn handshake(node: &Node, stream: TcpStream) -> Option<Box<Ws>> {
     let accept = tokio_tungstenite::accept_hdr_async_with_config(
         CountedStream::new(stream),
         check_path,
@@ -102,7 +103,7 @@ async fn handshake(node: &Node, stream: TcpStream) -> Option<Ws> {
     match tokio::time::timeout(node.settings().server.connect_timeout(), accept).await {
         Ok(Ok(mut ws)) => {
             ws.get_mut().end_handshake();
-            Some(ws)
+            Some(Box::new(ws))
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "websocket handshake failed");

@@ -68,13 +68,13 @@ pub(super) enum Rest {
 impl Link {
     /// Takes over a WebSocket right after its handshake; `dormant` counts
     /// the dormant links.
-    pub(super) fn new(ws: Ws, dormant: Gauge) -> Link {
+    pub(super) fn new(ws: Box<Ws>, dormant: Gauge) -> Link {
         // The stream cut its reads at the request's end (and the library
         // refuses bytes after a request): the layer's buffer starts empty,
         // and everything read so far is the request.
         let taken = ws.get_ref().bytes_read();
         Link {
-            state: State::Awake(Box::new(ws)),
+            state: State::Awake(ws),
             taken,
             dormant,
         }
@@ -223,7 +223,7 @@ mod tests {
             tokio_tungstenite::client_async(url, tcp).await.unwrap().0
         };
         let (client, server) = tokio::join!(client, server);
-        (client, Link::new(server, Gauge::default()))
+        (client, Link::new(Box::new(server), Gauge::default()))
     }
 
     /// Reads with resting allowed until the link goes dormant (bounded).

@@ -266,10 +266,13 @@ impl Session {
                 self.queue(ack.unwrap_or_default());
                 None
             }
-            MessageType::Connect => self.refresh(&frame).await,
+            // Boxed: the session loop's future is as large as its largest
+            // state, and it stays resident for the connection's life; a
+            // signal's routing state lives only while it is routed.
+            MessageType::Connect => Box::pin(self.refresh(&frame)).await,
             MessageType::SignalOffer
             | MessageType::SignalAnswer
-            | MessageType::SignalIceCandidate => self.signal(&frame).await,
+            | MessageType::SignalIceCandidate => Box::pin(self.signal(&frame)).await,
             MessageType::Disconnect => match check_payload(&frame) {
                 Ok(()) => Some(End::Disconnect(DisconnectReason::ClientLeft)),
                 Err(error) => self.invalid(id, error),

@@ -50,7 +50,7 @@ pub(super) enum End {
 }
 
 /// Serves one WebSocket from upgrade to close.
-pub(super) async fn run(node: &Arc<Node>, ws: Ws, mut shutdown: Shutdown) {
+pub(super) async fn run(node: &Arc<Node>, ws: Box<Ws>, mut shutdown: Shutdown) {
     let mut link = Link::new(ws, node.metrics().dormant.clone());
     // The one-off phases are boxed: a task's future is as large as its
     // largest state, and only the session loop should stay resident.
