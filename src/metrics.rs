@@ -33,6 +33,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Authenticated sessions.
     pub sessions: Gauge,
+    /// Connections whose socket is dormant (no WebSocket buffers held).
+    pub dormant: Gauge,
     frames_received: [Counter; 9],
     frames_sent: [Counter; 9],
     errors: [Counter; ErrorCode::ALL.len()],
@@ -105,6 +107,7 @@ impl Metrics {
         let m = Metrics {
             connections: Gauge::default(),
             sessions: Gauge::default(),
+            dormant: Gauge::default(),
             frames_received: Default::default(),
             frames_sent: Default::default(),
             errors: Default::default(),
@@ -150,6 +153,11 @@ impl Metrics {
             "sessions",
             "Authenticated sessions on this node",
             m.sessions.clone(),
+        );
+        r.register(
+            "dormant_connections",
+            "Connections of idle sessions holding no WebSocket buffers",
+            m.dormant.clone(),
         );
         let received = Family::<Labels, Counter>::default();
         let sent = Family::<Labels, Counter>::default();

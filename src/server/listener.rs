@@ -11,11 +11,11 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::session;
+use super::counted::CountedStream;
+use super::session::{self, Ws};
 use crate::node::Node;
 use crate::protocol::{encode_error, Codec, ErrorCode, MAX_FRAME_LEN};
 use crate::shutdown::Shutdown;
@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 /// The WebSocket settings every connection uses: small buffers (a signaling
 /// session needs a few KiB, not the library's 128 KiB defaults) and the
 /// protocol's largest frame as the message limit.
-fn websocket_config() -> WebSocketConfig {
+pub(crate) fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
@@ -93,14 +93,18 @@ impl Drop for ConnectionGauge {
     }
 }
 
-async fn handshake(node: &Node, stream: TcpStream) -> Option<WebSocketStream<TcpStream>> {
+/// The upgrade, boxed: the connection task keeps nothing of it inline.
+async fn handshake(node: &Node, stream: TcpStream) -> Option<Box<Ws>> {
     let accept = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        CountedStream::new(stream),
         check_path,
         Some(websocket_config()),
     );
     match tokio::time::timeout(node.settings().server.connect_timeout(), accept).await {
-        Ok(Ok(ws)) => Some(ws),
+        Ok(Ok(mut ws)) => {
+            ws.get_mut().end_handshake();
+            Some(Box::new(ws))
+        }
         Ok(Err(error)) => {
             tracing::debug!(%error, "websocket handshake failed");
             None

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_api;
+mod counted;
 mod listener;
 mod session;
 

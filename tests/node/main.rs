@@ -8,6 +8,7 @@ mod access;
 mod admin;
 mod cli;
 mod client;
+mod dormant;
 mod errors;
 mod jwks;
 mod lifecycle;

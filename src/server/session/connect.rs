@@ -12,6 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::SessionError;
+use super::link::{Link, Rest};
 use super::live::Session;
 use super::reader::{self, Inbound};
 use super::{send_and_close, Ws};
@@ -62,7 +63,7 @@ async fn refuse(node: &Node, ws: &mut Ws, refusal: Refusal) {
 
 pub(super) async fn authenticate(
     node: &Arc<Node>,
-    ws: &mut Ws,
+    link: &mut Link,
     shutdown: &mut Shutdown,
 ) -> Option<Session> {
     let deadline = Instant::now() + node.settings().server.connect_timeout();
@@ -70,16 +71,17 @@ pub(super) async fn authenticate(
         // Cancel-safe branches: reading keeps partial frames inside the
         // stream; the sleep and the drain signal are level-triggered.
         let inbound = tokio::select! {
-            inbound = reader::next(ws) => inbound,
+            inbound = reader::next(link, Rest::Never) => inbound,
             _ = sleep_until(deadline) => {
-                send_and_close(ws, Vec::new(), CloseCode::POLICY, node).await;
+                send_and_close(link.ws(), Vec::new(), CloseCode::POLICY, node).await;
                 return None;
             }
             _ = shutdown.wait() => {
-                send_and_close(ws, Vec::new(), CloseCode::GOING_AWAY, node).await;
+                send_and_close(link.ws(), Vec::new(), CloseCode::GOING_AWAY, node).await;
                 return None;
             }
         };
+        let ws = link.ws();
         let bytes = match inbound {
             Inbound::Frame(bytes) => bytes,
             Inbound::Ignored => continue,

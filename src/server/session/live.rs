@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::connect::{check_payload, ConnectRequest};
 use super::error::SessionError;
+use super::link::{Link, Rest};
 use super::reader::{self, Inbound};
-use super::{send_and_close, End, Ws};
+use super::{answer_close, send_and_close, End, Ws};
 use crate::auth::PeerPolicy;
 use crate::ids::ClientId;
 use crate::node::{new_token, Node, Outgoing, Registration, SessionHandle};
@@ -134,18 +135,25 @@ impl Session {
         self.queue(error.frame(self.handle().codec, id));
     }
 
-    pub(super) async fn serve(&mut self, ws: &mut Ws, shutdown: &mut Shutdown) -> End {
-        let mut batch = Vec::with_capacity(16);
+    pub(super) async fn serve(&mut self, link: &mut Link, shutdown: &mut Shutdown) -> End {
+        // Both start empty and are emptied again whenever the link rests:
+        // an idle session holds no buffer of its own either.
+        let mut batch = Vec::new();
         let mut receipts = Vec::new();
         loop {
             let (deadline, is_expiry) = self.deadline();
             // Cancel-safe branches: `changed` keeps a stored permit, reading
-            // keeps partial frames in the stream, the sleep is recomputed.
+            // keeps partial frames in the link (a dormant link only waits
+            // for readiness), the sleep is recomputed.
             tokio::select! {
                 biased;
                 _ = self.registration.handle().changed() => {
                     let closing = self.handle().take(&mut batch, &mut receipts);
-                    let written = self.write(ws, &mut batch).await;
+                    let written = if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        self.write(link.ws(), &mut batch).await
+                    };
                     // Frames from other nodes are confirmed once written (a
                     // close that interrupted the write counts: the session
                     // took them); a broken socket confirms nothing, and
@@ -160,8 +168,14 @@ impl Session {
                     if let Some(reason) = closing {
                         return End::Disconnect(reason);
                     }
+                    // The batch is flushed: rest now if the socket is quiet,
+                    // without another read.
+                    if link.rest_if_quiet() {
+                        batch = Vec::new();
+                        receipts = Vec::new();
+                    }
                 }
-                inbound = reader::next(ws) => {
+                inbound = reader::next(link, Rest::WhenQuiet) => {
                     if let Some(end) = self.on_inbound(inbound).await {
                         return end;
                     }
@@ -181,9 +195,6 @@ impl Session {
     /// Writes a batch with one flush; gives up when a close is requested
     /// meanwhile (a client that does not read must not pin the task).
     async fn write(&self, ws: &mut Ws, batch: &mut Vec<Bytes>) -> Result<(), End> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let metrics = self.node.metrics();
         let write = async {
             for frame in batch.drain(..) {
@@ -255,10 +266,13 @@ impl Session {
                 self.queue(ack.unwrap_or_default());
                 None
             }
-            MessageType::Connect => self.refresh(&frame).await,
+            // Boxed: the session loop's future is as large as its largest
+            // state, and it stays resident for the connection's life; a
+            // signal's routing state lives only while it is routed.
+            MessageType::Connect => Box::pin(self.refresh(&frame)).await,
             MessageType::SignalOffer
             | MessageType::SignalAnswer
-            | MessageType::SignalIceCandidate => self.signal(&frame).await,
+            | MessageType::SignalIceCandidate => Box::pin(self.signal(&frame)).await,
             MessageType::Disconnect => match check_payload(&frame) {
                 Ok(()) => Some(End::Disconnect(DisconnectReason::ClientLeft)),
                 Err(error) => self.invalid(id, error),
@@ -441,7 +455,9 @@ impl Session {
             handle.take(&mut frames, &mut receipts);
             tracing::debug!(%client, %reason, "session parked for resume");
             self.node.park(self.registration);
-            if !matches!(end, End::Gone) {
+            if matches!(end, End::Gone) {
+                answer_close(ws).await;
+            } else {
                 frames.push(encode_disconnect(handle.codec, reason));
                 if send_and_close(ws, frames, close, &self.node).await {
                     self.node.confirm_written(&mut receipts);
@@ -454,6 +470,7 @@ impl Session {
         handle.close(reason);
         self.registration.end().await;
         if matches!(end, End::Gone) {
+            answer_close(ws).await;
             return;
         }
         let (mut frames, mut receipts) = (Vec::new(), Vec::new());

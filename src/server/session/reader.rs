@@ -4,12 +4,11 @@
 //! frames), or the end of the socket.
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::error::SessionError;
-use super::Ws;
+use super::link::{Link, Rest};
 
 /// One inbound WebSocket message, classified.
 pub(super) enum Inbound {
@@ -23,10 +22,10 @@ pub(super) enum Inbound {
     Closed,
 }
 
-/// Reads the next message. Cancel-safe: a partial frame stays in the
-/// stream.
-pub(super) async fn next(ws: &mut Ws) -> Inbound {
-    classify(ws.next().await)
+/// Reads the next message, letting the link rest meanwhile if `rest`
+/// says so. Cancel-safe: a partial frame stays in the link.
+pub(super) async fn next(link: &mut Link, rest: Rest) -> Inbound {
+    classify(link.next(rest).await)
 }
 
 fn classify(message: Option<Result<WsMessage, WsError>>) -> Inbound {
