@@ -154,19 +154,26 @@ async fn a_frame_in_tiny_writes_with_pauses_arrives_whole() {
     until_dormant(&node, 2).await;
     let (hb, bytes) = heartbeat(&[7u8; 300]);
     let frame = binary_frame(&bytes);
-    // Header and mask split too; each pause is far longer than the link
-    // needs to notice a quiet socket.
+    // Header and mask split too; each pause is longer than a link waits
+    // before it rests.
     let offer = offer_of(ALICE.0, "while alice is mid-frame".into());
-    for (i, piece) in frame.chunks(5).enumerate() {
+    let mut rest = &frame[..];
+    for (i, size) in [1, 1, 2, 3, 5, 20, 60, 100, usize::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
         alice.write_raw(piece).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        if i == 10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if i == 4 {
             // A delivery to alice now: her link writes it while it holds
             // part of her frame, and must not rest after the write.
             bob.send(&offer).await;
             assert_eq!(alice.recv_message().await.message_id, offer.message_id);
         }
     }
+    assert!(rest.is_empty());
     expect_ack(&mut alice, &hb).await;
     until_dormant(&node, 2).await;
 }
@@ -373,7 +380,7 @@ async fn fragments_and_long_lengths_keep_working() {
     alice
         .write_raw(&client_frame(OpCode::Data(Data::Binary), head, false))
         .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     alice
         .write_raw(&client_frame(OpCode::Data(Data::Continue), tail, true))
         .await;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::SessionError;
-use super::link::{Link, Rest};
+use super::link::Link;
 use super::live::Session;
 use super::reader::{self, Inbound};
 use super::{send_and_close, Ws};
@@ -71,7 +71,7 @@ pub(super) async fn authenticate(
         // Cancel-safe branches: reading keeps partial frames inside the
         // stream; the sleep and the drain signal are level-triggered.
         let inbound = tokio::select! {
-            inbound = reader::next(link, Rest::Never) => inbound,
+            inbound = reader::next(link) => inbound,
             _ = sleep_until(deadline) => {
                 send_and_close(link.ws(), Vec::new(), CloseCode::POLICY, node).await;
                 return None;

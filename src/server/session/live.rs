@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::connect::{check_payload, ConnectRequest};
 use super::error::SessionError;
-use super::link::{Link, Rest};
+use super::link::Link;
 use super::reader::{self, Inbound};
 use super::{answer_close, send_and_close, End, Ws};
 use crate::auth::PeerPolicy;
@@ -142,9 +142,13 @@ impl Session {
         let mut receipts = Vec::new();
         loop {
             let (deadline, is_expiry) = self.deadline();
+            // One timer for both: the session's deadline, and before it the
+            // moment an awake link may rest.
+            let rest_at = link.rest_due().filter(|at| *at < deadline);
             // Cancel-safe branches: `changed` keeps a stored permit, reading
             // keeps partial frames in the link (a dormant link only waits
-            // for readiness), the sleep is recomputed.
+            // for readiness), the sleep is recomputed. Biased: when the
+            // sleep is taken, the read was just polled and found nothing.
             tokio::select! {
                 biased;
                 _ = self.registration.handle().changed() => {
@@ -168,19 +172,20 @@ impl Session {
                     if let Some(reason) = closing {
                         return End::Disconnect(reason);
                     }
-                    // The batch is flushed: rest now if the socket is quiet,
-                    // without another read.
-                    if link.rest_if_quiet() {
-                        batch = Vec::new();
-                        receipts = Vec::new();
-                    }
                 }
-                inbound = reader::next(link, Rest::WhenQuiet) => {
+                inbound = reader::next(link) => {
                     if let Some(end) = self.on_inbound(inbound).await {
                         return end;
                     }
                 }
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(rest_at.unwrap_or(deadline)) => {
+                    if rest_at.is_some() {
+                        if link.rest_if_quiet().await {
+                            batch = Vec::new();
+                            receipts = Vec::new();
+                        }
+                        continue;
+                    }
                     return End::Disconnect(if is_expiry {
                         DisconnectReason::TokenExpired
                     } else {

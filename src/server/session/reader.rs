@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::error::SessionError;
-use super::link::{Link, Rest};
+use super::link::{Link, Polled};
 
 /// One inbound WebSocket message, classified.
 pub(super) enum Inbound {
@@ -16,16 +16,20 @@ pub(super) enum Inbound {
     Frame(Bytes),
     /// A message the protocol refuses outright (it ends the socket).
     Refused(SessionError),
-    /// Pings and pongs (answered by the WebSocket layer; not activity).
+    /// Pings and pongs (answered by the WebSocket layer; not activity),
+    /// and a dormant link's wake-up before a whole message is in.
     Ignored,
     /// The peer closed or the socket failed.
     Closed,
 }
 
-/// Reads the next message, letting the link rest meanwhile if `rest`
-/// says so. Cancel-safe: a partial frame stays in the link.
-pub(super) async fn next(link: &mut Link, rest: Rest) -> Inbound {
-    classify(link.next(rest).await)
+/// Reads the next message. Cancel-safe: a partial frame stays in the
+/// link.
+pub(super) async fn next(link: &mut Link) -> Inbound {
+    match link.next().await {
+        Polled::Read(read) => classify(read),
+        Polled::Woken => Inbound::Ignored,
+    }
 }
 
 fn classify(message: Option<Result<WsMessage, WsError>>) -> Inbound {
