@@ -20,6 +20,7 @@ mod registration;
 mod resume;
 mod route_error;
 mod router;
+mod trim;
 mod upkeep;
 
 #[cfg(feature = "bench")]

@@ -118,6 +118,8 @@ pub(super) async fn start(node: &Arc<Node>) -> Result<Background, BusError> {
     ));
     let sweeper = Arc::clone(node);
     tasks.push(tokio::spawn(async move { sweeper.run_sweeper().await }));
+    let trim = Arc::clone(node);
+    tasks.push(tokio::spawn(async move { trim.run_trim().await }));
     Ok(Background { tasks, _sink: sink })
 }
 
