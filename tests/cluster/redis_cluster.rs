@@ -203,19 +203,7 @@ async fn routing_survives_a_primary_failover_without_a_silent_signal() {
     let promoted = killed.elapsed();
     traffic.wait_back(Duration::from_secs(15)).await;
     let outcome = traffic.finish(killed).await;
-    let back = outcome.back_after.expect("routing came back");
-    println!(
-        "cluster failover: replica promoted after {promoted:?}, cross-node routing back after {back:?}; \
-         {} signals: {} delivered, {} answered {:?}, {} silent, {} duplicated",
-        outcome.sent,
-        outcome.delivered,
-        outcome.answered,
-        outcome.codes,
-        outcome.silent,
-        outcome.duplicated
-    );
-    assert_eq!(outcome.silent, 0, "no signal goes unanswered");
-    assert_eq!(outcome.duplicated, 0);
+    let back = outcome.check_failover("cluster failover", promoted);
     assert!(
         back <= promoted + Duration::from_secs(2),
         "back {back:?}, promoted {promoted:?}"

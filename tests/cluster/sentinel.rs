@@ -40,32 +40,12 @@ async fn nodes_follow_a_sentinel_failover_without_a_silent_signal() {
 
     let traffic = Traffic::start(&a.url, ALICE, &b.url, BOB).await;
     traffic.wait_back(LONG).await;
-    let old_master = set.master.port;
-    set.master.kill();
-    let killed = Instant::now();
-    eventually("Sentinel promotes the replica", FAILOVER_BUDGET, || {
-        let reported = set.reported_master_port();
-        async move { reported.is_some_and(|p| p != old_master) }
-    })
-    .await;
-    let promoted = killed.elapsed();
+    let (killed, promoted) = set.kill_master_until_promoted(FAILOVER_BUDGET).await;
     traffic
         .wait_back(FAILOVER_BUDGET + Duration::from_secs(2))
         .await;
     let outcome = traffic.finish(killed).await;
-    let back = outcome.back_after.expect("routing came back");
-    println!(
-        "sentinel failover: promoted after {promoted:?}, cross-node routing back after {back:?}; \
-         {} signals: {} delivered, {} answered {:?}, {} silent, {} duplicated",
-        outcome.sent,
-        outcome.delivered,
-        outcome.answered,
-        outcome.codes,
-        outcome.silent,
-        outcome.duplicated
-    );
-    assert_eq!(outcome.silent, 0, "no signal goes unanswered");
-    assert_eq!(outcome.duplicated, 0);
+    let back = outcome.check_failover("sentinel failover", promoted);
     assert!(
         back <= promoted + Duration::from_secs(2),
         "routing back {back:?} after the kill, promotion took {promoted:?}"

@@ -6,7 +6,6 @@
 
 use signal_manager_service::config::Secret;
 use signal_manager_service::redis_conn::{Connector, TlsOptions};
-use tokio::time::Instant;
 
 use crate::acl::{chain, rule};
 use crate::sentinel::{sentinel_settings, FAILOVER_BUDGET};
@@ -65,32 +64,12 @@ async fn nodes_find_the_master_through_sentinels_over_tls_and_follow_a_failover(
 
     let traffic = Traffic::start(&a.url, ALICE, &b.url, BOB).await;
     traffic.wait_back(LONG).await;
-    let old_master = set.master.port;
-    set.master.kill();
-    let killed = Instant::now();
-    eventually("Sentinel promotes the replica", FAILOVER_BUDGET, || {
-        let reported = set.reported_master_port();
-        async move { reported.is_some_and(|p| p != old_master) }
-    })
-    .await;
-    let promoted = killed.elapsed();
+    let (killed, promoted) = set.kill_master_until_promoted(FAILOVER_BUDGET).await;
     traffic
         .wait_back(FAILOVER_BUDGET + Duration::from_secs(2))
         .await;
     let outcome = traffic.finish(killed).await;
-    let back = outcome.back_after.expect("routing came back");
-    println!(
-        "sentinel failover over TLS: promoted after {promoted:?}, cross-node routing back \
-         after {back:?}; {} signals: {} delivered, {} answered {:?}, {} silent, {} duplicated",
-        outcome.sent,
-        outcome.delivered,
-        outcome.answered,
-        outcome.codes,
-        outcome.silent,
-        outcome.duplicated
-    );
-    assert_eq!(outcome.silent, 0, "no signal goes unanswered");
-    assert_eq!(outcome.duplicated, 0);
+    outcome.check_failover("sentinel failover over TLS", promoted);
     // (After +switch-master a node may resubscribe once more.)
     eventually("node-b subscribed on the promoted replica", LONG, || {
         let numsub = set.data_cli(set.replica.port, &["PUBSUB", "NUMSUB", &channel]);

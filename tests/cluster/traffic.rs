@@ -47,6 +47,22 @@ pub struct Outcome {
     pub back_after: Option<Duration>,
 }
 
+impl Outcome {
+    /// Prints a failover's figures (`what` names it) and asserts that no
+    /// signal was silent or duplicated; returns when routing came back.
+    pub fn check_failover(&self, what: &str, promoted: Duration) -> Duration {
+        let back = self.back_after.expect("routing came back");
+        println!(
+            "{what}: promoted after {promoted:?}, cross-node routing back after {back:?}; \
+             {} signals: {} delivered, {} answered {:?}, {} silent, {} duplicated",
+            self.sent, self.delivered, self.answered, self.codes, self.silent, self.duplicated
+        );
+        assert_eq!(self.silent, 0, "no signal goes unanswered");
+        assert_eq!(self.duplicated, 0);
+        back
+    }
+}
+
 impl Traffic {
     /// Starts `from` (on `from_url`) signalling `to` (on `to_url`).
     pub async fn start(

@@ -82,19 +82,17 @@ impl Drop for RedisProc {
 
 /// The usual flags of a throw-away server on loopback.
 pub fn base_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = vec!["--port".to_owned(), port.to_string()];
+    args.extend(ephemeral_args());
+    args
+}
+
+/// What every test server runs with: loopback only, nothing on disk.
+pub fn ephemeral_args() -> Vec<String> {
+    ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Runs `redis-cli <connection…> <args…>` and returns its stdout ("" when

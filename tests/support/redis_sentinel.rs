@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::redis_proc::{base_args, cli, RedisProc};
+use super::redis_proc::{base_args, cli, ephemeral_args, RedisProc};
 use super::redis_tls::TlsFiles;
 use super::{eventually, free_port};
 
@@ -80,16 +80,8 @@ fn data_args(port: u16, tls: Option<&TlsFiles>, acl: bool) -> Vec<String> {
         None => base_args(port),
         Some(files) => {
             let mut args = files.server_args(port, true);
-            args.extend(strings(&[
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--tls-replication",
-                "yes",
-            ]));
+            args.extend(ephemeral_args());
+            args.extend(strings(&["--tls-replication", "yes"]));
             args
         }
     };
@@ -273,6 +265,23 @@ impl SentinelSet {
             .map(|s| format!("{scheme}://{userinfo}127.0.0.1:{}", s.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Kills the master (-9) and waits, up to `budget`, until a Sentinel
+    /// names another; returns when it was killed and how long promotion took.
+    pub async fn kill_master_until_promoted(
+        &mut self,
+        budget: Duration,
+    ) -> (tokio::time::Instant, Duration) {
+        let old_master = self.master.port;
+        self.master.kill();
+        let killed = tokio::time::Instant::now();
+        eventually("Sentinel promotes the replica", budget, || {
+            let reported = self.reported_master_port();
+            async move { reported.is_some_and(|p| p != old_master) }
+        })
+        .await;
+        (killed, killed.elapsed())
     }
 
     /// The master's port as the first live Sentinel reports it.

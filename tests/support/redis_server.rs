@@ -74,17 +74,8 @@ impl RedisServer {
     /// exited (the port was taken).
     async fn try_spawn(&mut self) -> bool {
         let child = Command::new(binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
+            .args(super::redis_proc::base_args(self.port))
+            .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
