@@ -11,9 +11,21 @@ use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
 use crate::ids::NodeId;
 
 /// In-memory bus; clones share one set of subscriptions.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct MemoryBus {
     subscribers: Arc<RwLock<HashMap<NodeId, Arc<dyn EnvelopeSink>>>>,
+    /// The nodes this instance subscribed (left by `leave`); not shared by
+    /// clones, each of which serves a node of its own.
+    own: RwLock<Vec<NodeId>>,
+}
+
+impl Clone for MemoryBus {
+    fn clone(&self) -> Self {
+        MemoryBus {
+            subscribers: Arc::clone(&self.subscribers),
+            own: RwLock::default(),
+        }
+    }
 }
 
 impl MemoryBus {
@@ -48,11 +60,22 @@ impl MessageBus for MemoryBus {
     }
 
     async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
+        self.own
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(node.clone());
         self.subscribers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node.clone(), Arc::clone(&sink));
         sink.on_subscribed();
         Ok(())
+    }
+
+    async fn leave(&self) {
+        let own = std::mem::take(&mut *self.own.write().unwrap_or_else(|e| e.into_inner()));
+        for node in own {
+            self.unsubscribe(&node);
+        }
     }
 }

@@ -10,6 +10,10 @@
 //!   backend is unreachable), so no envelope is dropped unnoticed.
 //! - `subscribe` hands every envelope for the node to its [`EnvelopeSink`],
 //!   in order, for as long as the sink lives, across backend reconnects.
+//! - `leave` ends the subscription for good: once it resolves, a publish to
+//!   the node reaches no subscriber, and every envelope the backend counted
+//!   as received before was handed to the sink (a draining node thus loses
+//!   nothing that was published to it: the rest is answered by presence).
 
 mod envelope;
 mod memory;
@@ -86,6 +90,10 @@ pub trait MessageBus: Send + Sync + 'static {
     /// Drops and re-creates the subscription (the node's probes stopped
     /// coming back: the connection may have died silently).
     fn resubscribe(&self) {}
+
+    /// Ends the subscription for good (see the module docs); bounded in
+    /// time when the backend does not answer.
+    fn leave(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// The backend chosen at the composition root.
@@ -120,6 +128,43 @@ impl MessageBus for Bus {
             Bus::Memory(b) => b.subscribe(node, sink).await,
             Bus::Redis(b) => b.subscribe(node, sink).await,
             Bus::RedisCluster(b) => b.subscribe(node, sink).await,
+        }
+    }
+
+    async fn leave(&self) {
+        match self {
+            Bus::Memory(b) => b.leave().await,
+            Bus::Redis(b) => b.leave().await,
+            Bus::RedisCluster(b) => b.leave().await,
+        }
+    }
+}
+
+/// The subscriber task's side of [`MessageBus::leave`]: a request carrying
+/// the sender to answer once the subscription is gone.
+pub(crate) type LeaveRequest = tokio::sync::oneshot::Sender<()>;
+
+/// The bus's side of [`MessageBus::leave`]: one line to each subscriber
+/// task this bus started.
+#[derive(Default)]
+pub(crate) struct Leaves(std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<LeaveRequest>>>);
+
+impl Leaves {
+    /// A line for a new subscriber task.
+    pub(crate) fn add(&self) -> tokio::sync::mpsc::Receiver<LeaveRequest> {
+        let (to, from) = tokio::sync::mpsc::channel(1);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(to);
+        from
+    }
+
+    /// Asks every subscriber task to leave and waits for each (bounded).
+    pub(crate) async fn leave_all(&self) {
+        let lines = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for to in lines {
+            let (done, left) = tokio::sync::oneshot::channel();
+            if to.send(done).await.is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), left).await;
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
+use super::{BusError, EnvelopeSink, LeaveRequest, Leaves, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::redis_conn::Connector;
@@ -43,6 +43,7 @@ pub struct RedisBus {
     names: RedisNames,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
+    leaves: Leaves,
 }
 
 impl RedisBus {
@@ -65,6 +66,7 @@ impl RedisBus {
             names: RedisNames::new(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
+            leaves: Leaves::default(),
         }
     }
 
@@ -91,17 +93,23 @@ impl MessageBus for RedisBus {
     }
 
     async fn subscribe(&self, node: &NodeId, sink: Arc<dyn EnvelopeSink>) -> Result<(), BusError> {
+        let leave = self.leaves.add();
         tokio::spawn(run_subscriber(
             self.client.clone(),
             self.channel(node),
             Arc::downgrade(&sink),
             Arc::clone(&self.resubscribe),
+            leave,
         ));
         Ok(())
     }
 
     fn resubscribe(&self) {
         self.resubscribe.notify_one();
+    }
+
+    async fn leave(&self) {
+        self.leaves.leave_all().await;
     }
 }
 
@@ -192,6 +200,7 @@ async fn run_subscriber(
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
+    mut leave: mpsc::Receiver<LeaveRequest>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut switches = client.switches();
@@ -216,7 +225,7 @@ async fn run_subscriber(
             };
             live.on_subscribed();
             drop(live);
-            let mut stream = pubsub.into_on_message();
+            let (mut commands, mut stream) = pubsub.split();
             loop {
                 tokio::select! {
                     message = stream.next() => match message {
@@ -237,15 +246,54 @@ async fn run_subscriber(
                         tracing::info!(%channel, "the master was switched; re-subscribing");
                         break;
                     }
+                    request = leave.recv() => {
+                        // Unsubscribed first: what the server counted as
+                        // received before its reply is in the stream already.
+                        let unsubscribed =
+                            tokio::time::timeout(ROUND_TRIP_TIMEOUT, commands.unsubscribe(&channel)).await;
+                        if matches!(unsubscribed, Ok(Ok(()))) {
+                            drain(&mut stream, &sink).await;
+                        }
+                        tracing::info!(%channel, "left the node channel");
+                        if let Some(done) = request {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
                 }
             }
         }
         if sink.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            request = leave.recv() => {
+                // Not subscribed: nothing to leave.
+                if let Some(done) = request {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
         // At most half a second between attempts: routing must be back
         // within 2 s of Redis answering again.
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
+}
+
+/// Hands the sink every message already received on a connection that is
+/// being left. Outside the task's cooperative budget: with the budget spent,
+/// the stream would report "nothing yet" while messages wait in it.
+async fn drain(stream: &mut redis::aio::PubSubStream, sink: &Weak<dyn EnvelopeSink>) {
+    use futures_util::FutureExt;
+    tokio::task::unconstrained(async {
+        while let Some(Some(message)) = stream.next().now_or_never() {
+            let Some(sink) = sink.upgrade() else {
+                return;
+            };
+            sink.on_envelope(message.get_payload_bytes());
+        }
+    })
+    .await;
 }

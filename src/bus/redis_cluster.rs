@@ -23,7 +23,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::{BusError, EnvelopeSink, MessageBus, PublishDone};
+use super::{BusError, EnvelopeSink, LeaveRequest, Leaves, MessageBus, PublishDone};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::redis_conn::{cluster_client, LazyCluster, RedisSetupError, TlsOptions};
@@ -49,6 +49,7 @@ pub struct RedisClusterBus {
     names: RedisNames,
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
+    leaves: Leaves,
 }
 
 impl RedisClusterBus {
@@ -69,6 +70,7 @@ impl RedisClusterBus {
             names: RedisNames::new(prefix),
             queue,
             resubscribe: Arc::new(Notify::new()),
+            leaves: Leaves::default(),
         })
     }
 
@@ -111,6 +113,7 @@ impl MessageBus for RedisClusterBus {
                 RedisSetupError::Client { source, .. } => BusError::Setup(Arc::new(source)),
                 _ => BusError::NotConnected,
             })?;
+        let leave = self.leaves.add();
         tokio::spawn(run_subscriber(
             client,
             self.channel(node),
@@ -118,6 +121,7 @@ impl MessageBus for RedisClusterBus {
             Wake {
                 probes: Arc::clone(&self.resubscribe),
                 lost,
+                leave,
             },
         ));
         Ok(())
@@ -125,6 +129,10 @@ impl MessageBus for RedisClusterBus {
 
     fn resubscribe(&self) {
         self.resubscribe.notify_one();
+    }
+
+    async fn leave(&self) {
+        self.leaves.leave_all().await;
     }
 }
 
@@ -233,13 +241,15 @@ struct Wake {
     /// The connection lost a cluster node (a shard's primary may have
     /// failed over; the channel's slot may now live elsewhere).
     lost: Arc<Notify>,
+    /// The node leaves for good (a drain's end).
+    leave: mpsc::Receiver<LeaveRequest>,
 }
 
 async fn run_subscriber(
     client: ClusterClient,
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
-    wake: Wake,
+    mut wake: Wake,
 ) {
     let mut backoff = Duration::from_millis(50);
     while sink.strong_count() > 0 {
@@ -250,7 +260,7 @@ async fn run_subscriber(
         })
         .await;
         match subscribed {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
                 backoff = Duration::from_millis(50);
                 tracing::info!(%channel, "subscribed to the sharded node channel");
                 // The connection re-subscribes on its own after a reconnect
@@ -273,6 +283,17 @@ async fn run_subscriber(
                                 return;
                             }
                         }
+                        request = wake.leave.recv() => {
+                            // The connection hands pushes to the sink as they
+                            // arrive: once the unsubscribe is answered, every
+                            // message before it has been handled.
+                            let _ = tokio::time::timeout(ROUND_TRIP_TIMEOUT, conn.sunsubscribe(&channel)).await;
+                            tracing::info!(%channel, "left the sharded node channel");
+                            if let Some(done) = request {
+                                let _ = done.send(());
+                            }
+                            return;
+                        }
                     }
                 }
                 drop(conn);
@@ -282,7 +303,16 @@ async fn run_subscriber(
             }
             Err(_) => tracing::debug!(%channel, "sharded subscription timed out"),
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            request = wake.leave.recv() => {
+                // Not subscribed: nothing to leave.
+                if let Some(done) = request {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }

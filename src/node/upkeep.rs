@@ -125,6 +125,30 @@ pub(super) async fn start(node: &Arc<Node>) -> Result<Background, BusError> {
 
 impl Node {
     /// Removes this node's liveness record (end of a clean shutdown).
+    /// Leaves the bus at the end of a drain: once the subscription is gone
+    /// (and what reached it handled, forwards included), publishes to this
+    /// node reach no subscriber and their senders' nodes ask presence where
+    /// the client is now. Then waits (bounded) until every publish queued
+    /// so far, the forwards among them, was answered by the backend.
+    pub(crate) async fn leave_bus(&self) {
+        self.bus.leave().await;
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let last = Envelope::Probe { nonce: 0 };
+        self.bus.publish(
+            &self.id,
+            last.encode(),
+            Some(Box::new(move |_| {
+                let _ = done.send(());
+            })),
+        );
+        if tokio::time::timeout(Duration::from_secs(2), flushed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("publishes not all answered before exit");
+        }
+    }
+
     pub(crate) async fn leave_cluster(&self) {
         if let Err(error) = self.presence.remove_node(&self.id).await {
             tracing::warn!(error = %ErrorChain(&error), "could not remove the node record; it expires on its own");

@@ -148,6 +148,47 @@ pub(crate) async fn bus_contract<B: MessageBus>(bus: &B) {
         })),
     );
     assert!(matches!(rx.await.unwrap(), Ok(0)));
+
+    // Leaving loses nothing counted: every publish that reported a
+    // receiver reached the sink; once left, publishes reach nobody.
+    let (tx, mut counts) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..500u32 {
+        let tx = tx.clone();
+        bus.publish(
+            &a,
+            bytes::Bytes::from(i.to_be_bytes().to_vec()),
+            Some(Box::new(move |r| {
+                let _ = tx.send((i, r));
+            })),
+        );
+    }
+    drop(tx);
+    bus.leave().await;
+    let mut counted = Vec::new();
+    while let Some((i, r)) = counts.recv().await {
+        if matches!(r, Ok(n) if n > 0) {
+            counted.push(i);
+        }
+    }
+    let mut received = std::collections::HashSet::new();
+    while let Ok(bytes) = inbox_a.try_recv() {
+        received.insert(bytes);
+    }
+    for i in counted {
+        assert!(
+            received.contains(i.to_be_bytes().as_slice()),
+            "publish {i} counted a receiver but never reached the sink"
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    bus.publish(
+        &a,
+        bytes::Bytes::from_static(b"after"),
+        Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })),
+    );
+    assert!(matches!(rx.await.unwrap(), Ok(0)), "left: nobody receives");
     drop((sink_a, sink_b));
 }
 
