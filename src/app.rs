@@ -227,6 +227,16 @@ pub async fn run_node(
         );
     }
     node.end_all_parked().await;
+    // Sessions handed over are named here by presence until their new
+    // nodes write their records; leaving earlier would make them look
+    // offline for a moment.
+    if tokio::time::timeout_at(deadline, node.all_adopted())
+        .await
+        .is_err()
+    {
+        tracing::info!("drain deadline: leaving before every handed-over session was taken");
+    }
+    node.leave_bus().await;
     node.flush_confirmations().await;
     node.leave_cluster().await;
     drop(background);

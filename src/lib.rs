@@ -47,6 +47,10 @@
 //! `telemetry` (logging and tracing), `redis_names` (every Redis key and
 //! channel name), `turn` (the ICE servers of CONNECT_ACK).
 
+// The admin and connection futures nest the node's futures deeply enough
+// that proving them `Send` passes the default depth of 128.
+#![recursion_limit = "256"]
+
 pub mod access_metrics;
 pub mod app;
 pub mod auth;

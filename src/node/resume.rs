@@ -37,6 +37,10 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node forwards signals for a client whose session it handed
 /// over (senders' caches still name this node for up to 5 s).
 const MOVED_FOR: Duration = Duration::from_secs(10);
+/// How long a draining node waits for a handed-over session's new node to
+/// say it took the session (its fence) at most: the handover's own timeout
+/// and a fence's.
+const ADOPTION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A new resume token for `session`, and the secret to remember.
 pub(crate) fn new_token(session: SessionId) -> (String, [u8; 32]) {
@@ -92,6 +96,14 @@ pub(super) struct Resumes {
     waiting: std::sync::Mutex<HashMap<Uuid, Waiting>>,
     /// Fences this node waits for, by request id.
     fences: std::sync::Mutex<HashMap<Uuid, tokio::sync::oneshot::Sender<()>>>,
+    /// Sessions this node handed over whose new node has not fenced yet
+    /// (by the handover's request id, with when it was handed over): until
+    /// then their presence records still name this node, so a draining
+    /// node must not leave the cluster (a record naming a node that left
+    /// reads as offline: PEER_NOT_FOUND).
+    adopting: std::sync::Mutex<HashMap<Uuid, tokio::time::Instant>>,
+    /// Notified whenever an entry of `adopting` goes.
+    adopted: tokio::sync::Notify,
     /// Permits to end a parked session whose window passed.
     ending: tokio::sync::Semaphore,
 }
@@ -104,6 +116,8 @@ impl Default for Resumes {
             left: Default::default(),
             waiting: Default::default(),
             fences: Default::default(),
+            adopting: Default::default(),
+            adopted: Default::default(),
             ending: tokio::sync::Semaphore::new(ENDING_AT_ONCE),
         }
     }
@@ -127,6 +141,25 @@ impl Node {
                 return;
             }
             left.await;
+        }
+    }
+
+    /// Resolves once every session handed over from here was taken by its
+    /// new node (fenced), or [`ADOPTION_TIMEOUT`] passed since its
+    /// handover: a draining node leaves the cluster only then.
+    pub(crate) async fn all_adopted(&self) {
+        loop {
+            let adopted = self.resumes.adopted.notified();
+            let oldest = {
+                let mut adopting = lock(&self.resumes.adopting);
+                let now = tokio::time::Instant::now();
+                adopting.retain(|_, at| *at + ADOPTION_TIMEOUT > now);
+                adopting.values().min().copied()
+            };
+            let Some(oldest) = oldest else {
+                return;
+            };
+            let _ = tokio::time::timeout_at(oldest + ADOPTION_TIMEOUT, adopted).await;
         }
     }
 
@@ -251,6 +284,7 @@ impl Node {
 
     /// Answers a local client's signal `message_id` (best effort).
     pub(super) fn answer_local(&self, source: &str, message_id: Uuid, error: RouteError) {
+        tracing::debug!(%message_id, code = error.code().as_str(), "held signal answered");
         if let Some(sender) = self.hub.get(source) {
             let frame = encode_error(sender.codec, message_id, error.code(), &error.to_string());
             if sender.deliver(frame).is_ok() {
@@ -277,11 +311,14 @@ impl Node {
         if location.session_id != session || location.node_id == self.id {
             return None;
         }
+        let request = Uuid::new_v4();
         let registration = self
-            .request_handover(client, session, &secret, codec, &location.node_id)
+            .request_handover(request, client, session, &secret, codec, &location.node_id)
             .await?;
         let registration = self.adopt(registration).await?;
-        self.fence(registration.handle(), &location.node_id);
+        // The fence carries the handover's id: it also tells the old node
+        // that the record names this node now.
+        self.fence(request, registration.handle(), &location.node_id);
         self.metrics.resumed("remote");
         Some(registration)
     }
@@ -325,13 +362,13 @@ impl Node {
     /// forward that follows it is handled).
     async fn request_handover(
         &self,
+        request: Uuid,
         client: &ClientId,
         session: SessionId,
         secret: &[u8; 32],
         codec: Codec,
         holder: &NodeId,
     ) -> Option<Registration> {
-        let request = Uuid::new_v4();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let waiting = Waiting {
             reply,
@@ -355,8 +392,8 @@ impl Node {
 
     /// Keeps what arrives for a session that moved in behind what its old
     /// node still forwards, until that node answers a fence (or 1 s).
-    fn fence(self: &Arc<Self>, handle: &Arc<SessionHandle>, holder: &NodeId) {
-        let request = Uuid::new_v4();
+    /// `request` is the handover's id.
+    fn fence(self: &Arc<Self>, request: Uuid, handle: &Arc<SessionHandle>, holder: &NodeId) {
         let (done, fenced) = tokio::sync::oneshot::channel();
         lock(&self.resumes.fences).insert(request, done);
         let fence = Envelope::Fence {
@@ -374,12 +411,16 @@ impl Node {
     }
 
     /// Another node's fence: answered after everything before it (the
-    /// forwards of a moved session's signals went out already).
+    /// forwards of a moved session's signals went out already). It also
+    /// says that node took the session handed over as `request`.
     pub(super) fn on_fence(&self, request: Uuid, reply_to: &str) {
         let Some(reply_to) = NodeId::parse(reply_to) else {
             self.metrics.envelope_refused("invalid_id");
             return;
         };
+        if lock(&self.resumes.adopting).remove(&request).is_some() {
+            self.resumes.adopted.notify_waiters();
+        }
         self.bus
             .publish(&reply_to, Envelope::FenceDone { request }.encode(), None);
     }
@@ -484,10 +525,9 @@ impl Node {
             // Out of the hub, but the presence record stays: the resuming
             // node overwrites it with the same session.
             parked.registration.release();
-            lock(&self.resumes.moved).insert(
-                client.clone(),
-                (reply_to.clone(), tokio::time::Instant::now() + MOVED_FOR),
-            );
+            let now = tokio::time::Instant::now();
+            lock(&self.resumes.moved).insert(client.clone(), (reply_to.clone(), now + MOVED_FOR));
+            lock(&self.resumes.adopting).insert(request, now);
             held.into_iter()
                 .filter_map(|(f, _)| held_signal(f))
                 .collect()

@@ -260,7 +260,15 @@ impl Node {
     async fn after_no_subscriber(self: Arc<Self>, pending: Pending, attempt: Attempt) {
         let error = match self.presence.locate(&attempt.target).await {
             Ok(None) => RouteError::NotFound,
-            Ok(Some(location)) if location.node_id == self.id => RouteError::NotFound,
+            // Our own record without a session: it ended a moment ago. With
+            // one, the client resumed here meanwhile: the publish below goes
+            // to this node's own channel and is delivered from there, in
+            // order behind what the old node forwarded.
+            Ok(Some(location))
+                if location.node_id == self.id && self.hub.get(&attempt.target).is_none() =>
+            {
+                RouteError::NotFound
+            }
             Ok(Some(location)) if location.node_id == attempt.to => {
                 // The record names the node that is gone: drop it, so later
                 // signals get PEER_NOT_FOUND without a publish.
@@ -272,7 +280,9 @@ impl Node {
             Ok(Some(location)) if !attempt.rerouted => {
                 // The client moved: publish once more, where it is now.
                 self.unconfirmed.restore(attempt.seq, pending);
-                self.locations.insert(&attempt.target, location.clone());
+                if location.node_id != self.id {
+                    self.locations.insert(&attempt.target, location.clone());
+                }
                 let retry = Attempt {
                     to: location.node_id,
                     rerouted: true,
@@ -309,6 +319,7 @@ impl Node {
     /// Queues an ERROR for a session (best effort: a closing session is gone).
     pub(super) fn answer(&self, session: &SessionHandle, message_id: Uuid, error: RouteError) {
         let code = error.code();
+        tracing::debug!(%message_id, code = code.as_str(), "signal answered with an error");
         let frame = encode_error(session.codec, message_id, code, &error.to_string());
         if session.deliver(frame).is_ok() {
             self.metrics.error_sent(code);
