@@ -289,6 +289,12 @@ impl Node {
 
     /// Tells the origin node that `signal` failed.
     fn bounce(&self, signal: &SignalEnvelope, origin: &NodeId, error: RouteError) {
+        tracing::debug!(
+            message_id = %signal.message_id,
+            code = error.code().as_str(),
+            %origin,
+            "bouncing a signal to its origin"
+        );
         let bounce = Envelope::Undeliverable {
             source: signal.source.clone(),
             target: signal.target.clone(),

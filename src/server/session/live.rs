@@ -420,6 +420,7 @@ impl Session {
             None => Box::pin(self.node.route_after_lookup(&outgoing, handle)).await,
         };
         if let Err(error) = routed {
+            tracing::debug!(message_id = %id, code = error.code().as_str(), "signal refused at once");
             let error = SessionError::Route(error);
             telemetry::record_error(span, error.code(), &error.sentence());
             self.reply_error(id, &error);
