@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Profiles the two nodes of a relay scenario with perf: the product's or
+# the floor's (TARGET=product|floor), at RATE signals/s (0: saturation) in
+# the headline shape (100 pairs, senders on node 1, receivers on node 2,
+# 200 B, one WebSocket message per signal). Prints each node's hottest
+# symbols (self time) and the loadgen's result line; the perf data stays in
+# OUT for `perf report -i`.
+#
+#   TARGET=product RATE=1000 bash bench/profile.sh
+#   TARGET=floor RATE=1000 bash bench/profile.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}"
+TARGET="${TARGET:-product}"
+RATE="${RATE:-1000}"
+DURATION="${DURATION:-15}"
+OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
+TOP="${TOP:-35}"
+SECRET="profile-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+command -v perf >/dev/null || {
+    echo "perf is missing (apt-get install -y linux-perf)" >&2
+    exit 1
+}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo build --release --quiet -p signal-manager-service -p signal-manager-loadgen \
+    -p signal-manager-floor
+BIN="${SERVER_BIN:-$CARGO_TARGET_DIR/release/signal-manager-service}"
+FLOOR_BIN="$CARGO_TARGET_DIR/release/signal-manager-floor"
+LOADGEN="$CARGO_TARGET_DIR/release/signal-manager-loadgen"
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_listening() {
+    for _ in $(seq 1 100); do
+        if (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    return 1
+}
+
+REDIS_PORT="$(free_port)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$OUT" --logfile "$OUT/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_listening "$REDIS_PORT"
+
+FLAGS=()
+NODES=()
+for i in 1 2; do
+    port="$(free_port)"
+    if [[ "$TARGET" == floor ]]; then
+        "$FLOOR_BIN" --port "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+            --node-id "floor-$i" --key-prefix floor --worker-threads 1 \
+            >>"$OUT/node-$i.log" 2>&1 &
+    else
+        admin="$(free_port)"
+        SIGNAL_MANAGER_AUTH_TOKEN_SECRET="$SECRET" \
+            SIGNAL_MANAGER_SERVER_RATE_LIMIT_PER_SECOND=1000000 \
+            SIGNAL_MANAGER_SERVER_RATE_LIMIT_BURST=1000000 \
+            SIGNAL_MANAGER_SERVER_OUTBOUND_QUEUE_FRAMES=65536 \
+            SIGNAL_MANAGER_SERVER_OUTBOUND_QUEUE_BYTES=67108864 \
+            SIGNAL_MANAGER_CLUSTER_KEY_PREFIX=profile \
+            SIGNAL_MANAGER_LOGGING_LEVEL=warn \
+            SIGNAL_MANAGER_SERVER_WORKER_THREADS=1 \
+            "$BIN" --port "$port" --admin-port "$admin" \
+            --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "profile-node-$i" \
+            >>"$OUT/node-$i.log" 2>&1 &
+    fi
+    PIDS+=($!)
+    NODES+=($!)
+    FLAGS+=(--url "ws://127.0.0.1:$port" --node-pid "$!")
+    wait_listening "$port"
+done
+
+LOAD=(--window 16)
+if [[ "$RATE" != 0 ]]; then LOAD=(--rate "$RATE"); fi
+"$LOADGEN" relay "${FLAGS[@]}" --pairs 100 --one-way --duration "$DURATION" --warmup 2 \
+    --size 200 "${LOAD[@]}" --secret "$SECRET" --label "profile_$TARGET" \
+    --redis-pid "$REDIS_PID" >"$OUT/result.json" 2>"$OUT/loadgen.log" &
+LG=$!
+# Recorded over the measured part only (after the warm-up and the logins).
+sleep 5
+PERFS=()
+for i in 0 1; do
+    perf record -q -F 1999 -g -p "${NODES[$i]}" -o "$OUT/node-$((i + 1)).perf" \
+        -- sleep $((DURATION - 4)) 2>/dev/null &
+    PERFS+=($!)
+done
+perf record -q -F 1999 -g -p "$REDIS_PID" -o "$OUT/redis.perf" -- sleep $((DURATION - 4)) \
+    2>/dev/null &
+PERFS+=($!)
+wait "$LG" || true
+# Only the recorders: the nodes and Redis run until the exit trap.
+for pid in "${PERFS[@]}"; do wait "$pid" || true; done
+for f in node-1 node-2 redis; do
+    echo "== $TARGET $f (self time, top $TOP)"
+    perf report -q -i "$OUT/$f.perf" --no-children --sort dso,symbol --percent-limit 0.5 \
+        2>/dev/null | grep -v '^$' | grep -v '^ *|' | grep -v -- '---' | head -"$TOP"
+done
+echo "== result"
+cat "$OUT/result.json"
+echo "perf data in $OUT" >&2
