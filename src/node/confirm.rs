@@ -373,7 +373,13 @@ mod tests {
         // A settled signal names its node no more; a restored one does again.
         let pending = u.settle(seq).unwrap();
         assert_eq!(pending.to, node("b"));
-        u.restore(seq, Pending { to: node("d"), ..pending });
+        u.restore(
+            seq,
+            Pending {
+                to: node("d"),
+                ..pending
+            },
+        );
         let mut targets = u.targets();
         targets.sort();
         assert_eq!(targets, vec![node("b"), node("c"), node("d")]);

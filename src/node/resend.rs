@@ -97,8 +97,7 @@ impl SentBatches {
     fn trim(&self, kept: &mut Kept, now_ms: u64) {
         while let Some(oldest) = kept.batches.front() {
             let expired = now_ms.saturating_sub(oldest.at_ms) > self.keep_ms;
-            if !expired && kept.batches.len() <= self.max_batches && kept.bytes <= self.max_bytes
-            {
+            if !expired && kept.batches.len() <= self.max_batches && kept.bytes <= self.max_bytes {
                 break;
             }
             if let Some(gone) = kept.batches.pop_front() {
