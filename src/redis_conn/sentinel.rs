@@ -95,8 +95,9 @@ pub struct SentinelSet {
     tls: TlsOptions,
     /// The Sentinel that answered last: asked first next time.
     preferred: AtomicUsize,
-    /// What the `+switch-master` announcements said.
-    announced: Mutex<Announced>,
+    /// What the `+switch-master` announcements said (boxed: the set sits
+    /// in an enum beside a plain client, which it should not outgrow).
+    announced: Box<Mutex<Announced>>,
 }
 
 /// The last announced master, and whether discovery may still try it first.
@@ -176,7 +177,7 @@ impl SentinelSet {
             data,
             tls: tls.clone(),
             preferred: AtomicUsize::new(0),
-            announced: Mutex::default(),
+            announced: Box::default(),
         })
     }
 
