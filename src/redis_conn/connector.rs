@@ -22,6 +22,16 @@ use super::{RedisSetupError, TlsOptions};
 #[derive(Clone)]
 pub struct Connector(Arc<Inner>);
 
+struct Inner {
+    target: Target,
+    last_failure: Mutex<Option<String>>,
+    /// Bumped on every Sentinel `+switch-master` naming a new master: a
+    /// connection made under an older generation may be talking to a
+    /// demoted master, which still answers (reads, PUBLISH) but is no
+    /// longer the one the cluster uses.
+    generation: watch::Sender<u64>,
+}
+
 impl Inner {
     /// A Sentinel announced a switch to `address`: a new one (not a later
     /// Sentinel repeating it) makes every holder reconnect.
@@ -34,16 +44,6 @@ impl Inner {
             tracing::warn!("Sentinel switched the master; reconnecting to the new one");
         }
     }
-}
-
-struct Inner {
-    target: Target,
-    last_failure: Mutex<Option<String>>,
-    /// Bumped on every Sentinel `+switch-master` for our master: a
-    /// connection made under an older generation may be talking to a
-    /// demoted master, which still answers (reads, PUBLISH) but is no
-    /// longer the one the cluster uses.
-    generation: watch::Sender<u64>,
 }
 
 enum Target {
