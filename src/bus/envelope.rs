@@ -107,6 +107,14 @@ pub enum Envelope {
         /// The session to end (a newer one of the same client is kept).
         session: Uuid,
     },
+    /// `origin` subscribed to its channel again: confirmations it may have
+    /// lost with its old subscription (counted by Redis, never read) are
+    /// to be published to it once more. A node of an older version drops
+    /// it as malformed (its origin then waits out the grace only).
+    ConfirmAgain {
+        /// The node asking (where the confirmations go).
+        origin: String,
+    },
 }
 
 /// A signal held for a resumable session, as a handover carries it.
@@ -245,6 +253,10 @@ mod tests {
             session: Uuid::new_v4(),
         };
         assert_eq!(Envelope::decode(&k.encode()).unwrap(), k);
+        let again = Envelope::ConfirmAgain {
+            origin: "node-a".into(),
+        };
+        assert_eq!(Envelope::decode(&again.encode()).unwrap(), again);
     }
 
     #[test]

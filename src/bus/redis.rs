@@ -7,13 +7,18 @@
 //! at a time: that keeps per-sender order (one queue, one connection, one
 //! batch in flight) and makes the Redis cost per signal that of a pipelined
 //! PUBLISH. PUBLISH's receiver count comes back to the caller.
+//!
+//! The subscriber hands each envelope to the node on its own task. When it
+//! leaves a connection on purpose (the master was switched, probes stopped
+//! coming back), it unsubscribes first and hands over everything that
+//! arrived before the reply: Redis counted those as received.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -30,6 +35,10 @@ const PUBLISH_QUEUE: usize = 65_536;
 const MAX_BATCH: usize = 1024;
 /// Bound on connecting and on one pipeline round trip.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on the UNSUBSCRIBE of a subscription left on purpose: short, as
+/// the node receives nothing meanwhile (a live server answers in a round
+/// trip; a dead connection never does).
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(250);
 
 struct PublishRequest {
     channel: String,
@@ -200,7 +209,7 @@ async fn run_subscriber(
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
-    mut leave: mpsc::Receiver<LeaveRequest>,
+    mut leaving: mpsc::Receiver<LeaveRequest>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut switches = client.switches();
@@ -225,6 +234,8 @@ async fn run_subscriber(
             };
             live.on_subscribed();
             drop(live);
+            // Split, so that leaving on purpose can unsubscribe while the
+            // stream still holds what arrived before.
             let (mut commands, mut stream) = pubsub.split();
             loop {
                 tokio::select! {
@@ -240,20 +251,16 @@ async fn run_subscriber(
                     },
                     _ = resubscribe.notified() => {
                         tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                        leave(&mut commands, &mut stream, &channel, &sink).await;
                         break;
                     }
                     _ = switches.changed() => {
                         tracing::info!(%channel, "the master was switched; re-subscribing");
+                        leave(&mut commands, &mut stream, &channel, &sink).await;
                         break;
                     }
-                    request = leave.recv() => {
-                        // Unsubscribed first: what the server counted as
-                        // received before its reply is in the stream already.
-                        let unsubscribed =
-                            tokio::time::timeout(ROUND_TRIP_TIMEOUT, commands.unsubscribe(&channel)).await;
-                        if matches!(unsubscribed, Ok(Ok(()))) {
-                            drain(&mut stream, &sink).await;
-                        }
+                    request = leaving.recv() => {
+                        leave(&mut commands, &mut stream, &channel, &sink).await;
                         tracing::info!(%channel, "left the node channel");
                         if let Some(done) = request {
                             let _ = done.send(());
@@ -268,7 +275,7 @@ async fn run_subscriber(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            request = leave.recv() => {
+            request = leaving.recv() => {
                 // Not subscribed: nothing to leave.
                 if let Some(done) = request {
                     let _ = done.send(());
@@ -282,18 +289,37 @@ async fn run_subscriber(
     }
 }
 
-/// Hands the sink every message already received on a connection that is
-/// being left. Outside the task's cooperative budget: with the budget spent,
-/// the stream would report "nothing yet" while messages wait in it.
-async fn drain(stream: &mut redis::aio::PubSubStream, sink: &Weak<dyn EnvelopeSink>) {
-    use futures_util::FutureExt;
-    tokio::task::unconstrained(async {
+/// Leaves a subscription on purpose without losing what it carries: every
+/// envelope Redis sent before the UNSUBSCRIBE reply precedes that reply
+/// on the connection, so once the reply is in (or its bound passed), the
+/// stream's queue holds them all. Publishers saw them counted as received:
+/// dropping them would lose confirmations no node sends again.
+async fn leave(
+    commands: &mut PubSubSink,
+    stream: &mut PubSubStream,
+    channel: &str,
+    sink: &Weak<dyn EnvelopeSink>,
+) {
+    let unsubscribed = tokio::time::timeout(LEAVE_TIMEOUT, commands.unsubscribe(channel)).await;
+    if !matches!(unsubscribed, Ok(Ok(()))) {
+        // A dead connection: what it held is what arrived.
+        tracing::debug!(%channel, "no UNSUBSCRIBE reply; keeping what arrived");
+    }
+    let Some(sink) = sink.upgrade() else {
+        return;
+    };
+    // Outside the task's cooperative budget: with the budget spent, the
+    // stream would report "nothing yet" while messages wait in it.
+    let drained = tokio::task::unconstrained(async {
+        let mut drained = 0usize;
         while let Some(Some(message)) = stream.next().now_or_never() {
-            let Some(sink) = sink.upgrade() else {
-                return;
-            };
             sink.on_envelope(message.get_payload_bytes());
+            drained += 1;
         }
+        drained
     })
     .await;
+    if drained > 0 {
+        tracing::debug!(%channel, drained, "handled envelopes of the subscription left");
+    }
 }

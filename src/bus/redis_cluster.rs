@@ -11,7 +11,9 @@
 //! pipeline, in queue order. The subscriber is a RESP3 cluster connection
 //! whose push messages reach the node's sink directly; the connection
 //! re-subscribes by itself after a reconnect or a shard failover, and is
-//! rebuilt from scratch when the node's probes stop coming back.
+//! rebuilt from scratch when the node's probes stop coming back or it
+//! loses a cluster node; before it is dropped it unsubscribes, so every
+//! envelope Redis counted for it reaches the node.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -35,6 +37,8 @@ const PUBLISH_QUEUE: usize = 65_536;
 const MAX_BATCH: usize = 1024;
 /// Bound on one batch, retries through a shard failover included.
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on the SUNSUBSCRIBE of a subscription rebuilt on purpose.
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(250);
 
 struct PublishRequest {
     channel: String,
@@ -263,6 +267,13 @@ async fn run_subscriber(
             Ok(Ok(mut conn)) => {
                 backoff = Duration::from_millis(50);
                 tracing::info!(%channel, "subscribed to the sharded node channel");
+                let Some(live) = sink.upgrade() else {
+                    return; // the node is gone
+                };
+                // A rebuilt subscription may have lost envelopes: the node
+                // asks for its confirmations again.
+                live.on_subscribed();
+                drop(live);
                 // The connection re-subscribes on its own after a reconnect
                 // to the same node, but not on a replica promoted in its
                 // place: rebuild it when it loses a node, and when probes
@@ -295,6 +306,14 @@ async fn run_subscriber(
                             return;
                         }
                     }
+                }
+                // Push messages reach the sink on the connection's task as
+                // they are read, so once SUNSUBSCRIBE is answered, every
+                // envelope Redis counted for this subscription was handed
+                // over. Bounded: a lost node may never answer.
+                let left = tokio::time::timeout(LEAVE_TIMEOUT, conn.sunsubscribe(&channel)).await;
+                if !matches!(left, Ok(Ok(()))) {
+                    tracing::debug!(%channel, "no SUNSUBSCRIBE reply; keeping what arrived");
                 }
                 drop(conn);
             }

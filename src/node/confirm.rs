@@ -32,8 +32,11 @@ use crate::ids::NodeId;
 const FRESH_MARK_MS: u64 = 250;
 /// After the subscription was re-established, marks published within this
 /// grace prove nothing: other nodes may still be re-sending confirmations
-/// that a dead connection lost.
-const RESUBSCRIBE_GRACE_MS: u64 = 1000;
+/// that a dead connection lost. It covers the round trip of asking them
+/// (`ConfirmAgain` to every node with signals waiting here, their kept
+/// batches published back: a few ms while Redis answers), and is extended
+/// while such a request reaches no subscriber (`delivery.rs`).
+pub(crate) const RESUBSCRIBE_GRACE_MS: u64 = 1000;
 
 /// How much earlier than the delivery timeout an entry is due, so that the
 /// sweep that finds it (every 100 ms) answers within the timeout.
@@ -45,6 +48,9 @@ pub(crate) struct Pending {
     pub(crate) sender: Arc<SessionHandle>,
     /// The sender's message id.
     pub(crate) message_id: Uuid,
+    /// The node it was published to (a shared id: no allocation), asked
+    /// for its confirmations again after a re-subscription.
+    pub(crate) to: NodeId,
     published_ms: u64,
 }
 
@@ -73,6 +79,17 @@ impl Timing {
             evidence: timeout * 4 / 5,
             hard: timeout.saturating_mul(5),
         }
+    }
+
+    /// How long a receiver keeps the confirmations it published, for an
+    /// origin that asks again: as long as an origin may still wait for
+    /// them. That is the hard limit, not the timeout: an origin whose
+    /// subscription is down sees no mark echo, so its signals wait past
+    /// the timeout until it is subscribed again (after a master killed
+    /// under Sentinel, 2 to 4 s later) and asks, plus the grace in which it
+    /// asks.
+    pub(crate) fn keep_sent(timeout_ms: u64) -> u64 {
+        Timing::for_timeout(timeout_ms).hard + RESUBSCRIBE_GRACE_MS
     }
 
     /// The receiver's accept window: a signal older than this (by the
@@ -117,6 +134,7 @@ impl Unconfirmed {
         &self,
         sender: Arc<SessionHandle>,
         message_id: Uuid,
+        to: NodeId,
         now_ms: u64,
     ) -> Result<(u64, bool), Full> {
         let mut entries = self.lock();
@@ -130,6 +148,7 @@ impl Unconfirmed {
             Pending {
                 sender,
                 message_id,
+                to,
                 published_ms: now_ms,
             },
         );
@@ -160,10 +179,19 @@ impl Unconfirmed {
         }
     }
 
-    /// The subscription was re-established at `now_ms`.
+    /// The subscription was re-established at `now_ms`, or a request for
+    /// the confirmations it may have lost has not reached its node yet: no
+    /// mark published within the grace from now counts.
     pub(crate) fn resubscribed(&self, now_ms: u64) {
         self.blind_until_ms
             .fetch_max(now_ms + RESUBSCRIBE_GRACE_MS, Ordering::AcqRel);
+    }
+
+    /// The nodes that signals waiting here were published to, each once.
+    pub(crate) fn targets(&self) -> Vec<NodeId> {
+        let targets: std::collections::HashSet<NodeId> =
+            self.lock().values().map(|p| p.to.clone()).collect();
+        targets.into_iter().collect()
     }
 
     /// Takes out every signal whose time is up at `now_ms`, with its answer.
@@ -244,6 +272,10 @@ mod tests {
         ))
     }
 
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id)
+    }
+
     fn set(capacity: usize) -> Unconfirmed {
         Unconfirmed::new(capacity, Timing::for_timeout(2000))
     }
@@ -251,7 +283,7 @@ mod tests {
     #[test]
     fn a_confirmed_signal_is_never_answered() {
         let u = set(10);
-        let (seq, _) = u.track(sender(), Uuid::nil(), 0).unwrap();
+        let (seq, _) = u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         assert!(u.settle(seq).is_some());
         u.mark_echoed(1700, 1710);
         assert!(u.expire(10_000).is_empty());
@@ -262,7 +294,7 @@ mod tests {
     fn unconfirmed_signals_time_out_only_with_fresh_evidence() {
         let u = set(10);
         let id = Uuid::new_v4();
-        u.track(sender(), id, 100).unwrap();
+        u.track(sender(), id, node("b"), 100).unwrap();
         // Past the timeout but no mark has come back: wait.
         assert!(u.expire(2200).is_empty());
         // A mark published too soon after the signal proves nothing.
@@ -280,7 +312,7 @@ mod tests {
     #[test]
     fn after_a_stall_no_mark_counts_for_a_grace_period() {
         let u = set(10);
-        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         // A mark that sat in a stalled Redis comes back late.
         u.mark_echoed(1800, 4000);
         // Fresh marks right after the stall prove nothing yet: other nodes'
@@ -294,7 +326,7 @@ mod tests {
     #[test]
     fn not_before_the_timeout() {
         let u = set(10);
-        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         u.mark_echoed(1650, 1651);
         assert!(u.expire(1799).is_empty());
         assert_eq!(u.expire(1800).len(), 1, "a sweep early, within the 2 s");
@@ -303,7 +335,7 @@ mod tests {
     #[test]
     fn a_late_confirmation_after_the_answer_finds_nothing() {
         let u = set(10);
-        let (seq, _) = u.track(sender(), Uuid::nil(), 0).unwrap();
+        let (seq, _) = u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         u.mark_echoed(1700, 1701);
         assert_eq!(u.expire(2000).len(), 1);
         assert!(u.settle(seq).is_none(), "the late confirmation is ignored");
@@ -312,7 +344,7 @@ mod tests {
     #[test]
     fn without_any_evidence_the_hard_limit_answers_unavailable() {
         let u = set(10);
-        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         assert!(u.expire(9_999).is_empty());
         let expired = u.expire(10_000);
         assert_eq!(expired[0].1, RouteError::Unavailable);
@@ -321,7 +353,7 @@ mod tests {
     #[test]
     fn marks_right_after_a_resubscription_prove_nothing() {
         let u = set(10);
-        u.track(sender(), Uuid::nil(), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
         u.resubscribed(1100);
         u.mark_echoed(1700, 1710);
         assert!(u.expire(2500).is_empty());
@@ -330,14 +362,50 @@ mod tests {
     }
 
     #[test]
+    fn the_targets_of_waiting_signals_are_named_once_each() {
+        let u = set(10);
+        let (seq, _) = u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
+        u.track(sender(), Uuid::nil(), node("c"), 0).unwrap();
+        let mut targets = u.targets();
+        targets.sort();
+        assert_eq!(targets, vec![node("b"), node("c")]);
+        // A settled signal names its node no more; a restored one does again.
+        let pending = u.settle(seq).unwrap();
+        assert_eq!(pending.to, node("b"));
+        u.restore(
+            seq,
+            Pending {
+                to: node("d"),
+                ..pending
+            },
+        );
+        let mut targets = u.targets();
+        targets.sort();
+        assert_eq!(targets, vec![node("b"), node("c"), node("d")]);
+    }
+
+    #[test]
+    fn a_duplicate_confirmation_is_harmless() {
+        let u = set(10);
+        let (seq, _) = u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
+        let (other, _) = u.track(sender(), Uuid::nil(), node("b"), 0).unwrap();
+        assert!(u.settle(seq).is_some());
+        // The same batch published again (asked for with ConfirmAgain).
+        assert!(u.settle(seq).is_none());
+        assert_eq!(u.len(), 1, "the other signal still waits");
+        assert!(u.settle(other).is_some());
+    }
+
+    #[test]
     fn the_set_is_bounded() {
         let u = set(2);
         assert!(
-            u.track(sender(), Uuid::nil(), 0).unwrap().1,
+            u.track(sender(), Uuid::nil(), node("b"), 0).unwrap().1,
             "the first wakes the sweeper"
         );
-        assert!(!u.track(sender(), Uuid::nil(), 0).unwrap().1);
-        assert_eq!(u.track(sender(), Uuid::nil(), 0), Err(Full));
+        assert!(!u.track(sender(), Uuid::nil(), node("b"), 0).unwrap().1);
+        assert_eq!(u.track(sender(), Uuid::nil(), node("b"), 0), Err(Full));
         assert_eq!(u.len(), 2);
     }
 

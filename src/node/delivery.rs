@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::confirm::Timing;
 use super::Node;
 use crate::bus::{Envelope, MessageBus};
@@ -25,6 +27,10 @@ const CONFIRM_DELAY: Duration = Duration::from_millis(10);
 const CONFIRM_RETRY: Duration = Duration::from_millis(50);
 /// Publishes of one confirmation before it is given up (about 5 s).
 const CONFIRM_ATTEMPTS: u32 = 100;
+/// Publishes of one `ConfirmAgain` before it is given up (about 2 s): the
+/// origin holds back its timeouts meanwhile, so this bounds how late a
+/// signal to a node that is gone for good can be answered.
+const CONFIRM_AGAIN_ATTEMPTS: u32 = 40;
 /// How long a draining node waits for its last confirmations to publish.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// How often the sweeper looks at unconfirmed signals (and publishes a
@@ -42,8 +48,13 @@ impl Node {
         loop {
             self.confirm_wake.notified().await;
             tokio::time::sleep(CONFIRM_DELAY).await;
+            let now_ms = self.now_ms();
             for (origin, seqs) in self.confirmations.take() {
-                Arc::clone(&self).publish_confirmation(origin, seqs, 0);
+                // Encoded once: kept as is for an origin that asks again,
+                // and published as is on every retry.
+                let envelope = Envelope::Confirm { seqs }.encode();
+                self.sent_confirmations.keep(&origin, &envelope, now_ms);
+                Arc::clone(&self).publish_confirmation(origin, envelope, 0);
             }
         }
     }
@@ -52,24 +63,70 @@ impl Node {
     /// subscriber (the origin may be re-subscribing after a Redis restart),
     /// up to `CONFIRM_ATTEMPTS` times: a lost confirmation would have its
     /// signals answered as failed although they were delivered.
-    fn publish_confirmation(self: Arc<Self>, origin: NodeId, seqs: Vec<u64>, attempt: u32) {
+    fn publish_confirmation(self: Arc<Self>, origin: NodeId, envelope: Bytes, attempt: u32) {
         self.metrics.confirmations_sent.inc();
-        let envelope = Envelope::Confirm { seqs: seqs.clone() }.encode();
         let node = Arc::clone(&self);
         let to = origin.clone();
         self.bus.publish(
             &to,
-            envelope,
+            envelope.clone(),
             Some(Box::new(move |result| {
                 if matches!(result, Ok(n) if n > 0) || attempt + 1 >= CONFIRM_ATTEMPTS {
                     return;
                 }
                 tokio::spawn(async move {
                     tokio::time::sleep(CONFIRM_RETRY).await;
-                    node.publish_confirmation(origin, seqs, attempt + 1);
+                    node.publish_confirmation(origin, envelope, attempt + 1);
                 });
             })),
         );
+    }
+
+    /// This node's subscription is back: ask every node holding signals of
+    /// it unconfirmed for the confirmations the old subscription may have
+    /// lost (counted by Redis, never read).
+    pub(super) fn ask_confirmations_again(self: &Arc<Self>) {
+        let request = Envelope::ConfirmAgain {
+            origin: self.id.as_str().to_owned(),
+        }
+        .encode();
+        for to in self.unconfirmed.targets() {
+            Arc::clone(self).publish_confirm_again(to, request.clone(), 0);
+        }
+    }
+
+    /// Publishes one `ConfirmAgain`; while it fails or reaches no
+    /// subscriber (that node may itself be moving to a new master), no mark
+    /// counts, so no signal is answered before its confirmation could
+    /// arrive; retried up to `CONFIRM_AGAIN_ATTEMPTS` times.
+    fn publish_confirm_again(self: Arc<Self>, to: NodeId, request: Bytes, attempt: u32) {
+        let node = Arc::clone(&self);
+        let target = to.clone();
+        self.bus.publish(
+            &target,
+            request.clone(),
+            Some(Box::new(move |result| {
+                if matches!(result, Ok(n) if n > 0) {
+                    return;
+                }
+                node.unconfirmed.resubscribed(node.now_ms());
+                if attempt + 1 >= CONFIRM_AGAIN_ATTEMPTS {
+                    return;
+                }
+                tokio::spawn(async move {
+                    tokio::time::sleep(CONFIRM_RETRY).await;
+                    node.publish_confirm_again(to, request, attempt + 1);
+                });
+            })),
+        );
+    }
+
+    /// `origin` asks again: publish every confirmation for it still kept
+    /// (a duplicate settles nothing there).
+    pub(super) fn confirm_again(self: &Arc<Self>, origin: NodeId) {
+        for envelope in self.sent_confirmations.for_origin(&origin, self.now_ms()) {
+            Arc::clone(self).publish_confirmation(origin.clone(), envelope, 0);
+        }
     }
 
     /// Publishes every confirmation still waiting and awaits the publishes

@@ -60,15 +60,17 @@ impl Node {
     /// The subscription is (again) in place. A re-subscription means Redis
     /// restarted or the connection broke: Redis may have lost every record,
     /// so re-register every local session now (not at the next upkeep
-    /// tick), and let other nodes re-send confirmations the broken
-    /// connection may have lost before giving up on any signal.
-    fn on_subscribed(&self) {
+    /// tick), and ask the nodes holding this node's signals for the
+    /// confirmations the broken connection may have lost (and wait for
+    /// them) before giving up on any signal.
+    fn on_subscribed(self: &Arc<Self>) {
         if self
             .subscribed
             .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             tracing::info!("bus subscription re-established; re-registering local sessions");
             self.unconfirmed.resubscribed(self.now_ms());
+            self.ask_confirmations_again();
             self.health.upkeep_now();
         }
     }
@@ -109,6 +111,10 @@ impl Node {
                     self.settle(seq);
                 }
             }
+            Envelope::ConfirmAgain { origin } => match NodeId::parse(&origin) {
+                Some(origin) => self.confirm_again(origin),
+                None => self.metrics.envelope_refused("invalid_id"),
+            },
             Envelope::Mark { at_ms } => self.unconfirmed.mark_echoed(at_ms, self.now_ms()),
             Envelope::ResumeRequest {
                 client,

@@ -17,6 +17,7 @@ mod kick;
 mod locations;
 mod outbox;
 mod registration;
+mod resend;
 mod resume;
 mod route_error;
 mod router;
@@ -72,6 +73,8 @@ pub struct Node {
     unconfirmed: confirm::Unconfirmed,
     /// Signals this node took, waiting to be confirmed to their origins.
     confirmations: confirm::Confirmations,
+    /// Confirmation envelopes published lately, for origins that ask again.
+    sent_confirmations: resend::SentBatches,
     /// Wakes the confirmation flusher.
     confirm_wake: tokio::sync::Notify,
     /// Wakes the unconfirmed-signal sweeper.
@@ -125,6 +128,9 @@ impl Node {
                 confirm::Timing::for_timeout(delivery_timeout_ms),
             ),
             confirmations: confirm::Confirmations::default(),
+            sent_confirmations: resend::SentBatches::new(confirm::Timing::keep_sent(
+                delivery_timeout_ms,
+            )),
             confirm_wake: tokio::sync::Notify::new(),
             sweep_wake: tokio::sync::Notify::new(),
             started: tokio::time::Instant::now(),

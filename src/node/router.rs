@@ -154,7 +154,12 @@ impl Node {
     ) -> Result<(), RouteError> {
         let (seq, first) = self
             .unconfirmed
-            .track(Arc::clone(sender), signal.message_id, self.now_ms())
+            .track(
+                Arc::clone(sender),
+                signal.message_id,
+                location.node_id.clone(),
+                self.now_ms(),
+            )
             .map_err(|_| {
                 self.metrics.publish_failed("unconfirmed_full");
                 RouteError::Unavailable
@@ -279,6 +284,8 @@ impl Node {
             }
             Ok(Some(location)) if !attempt.rerouted => {
                 // The client moved: publish once more, where it is now.
+                let mut pending = pending;
+                pending.to = location.node_id.clone();
                 self.unconfirmed.restore(attempt.seq, pending);
                 if location.node_id != self.id {
                     self.locations.insert(&attempt.target, location.clone());

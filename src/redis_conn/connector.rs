@@ -15,6 +15,7 @@ use redis::IntoConnectionInfo;
 use tokio::sync::watch;
 
 use super::sentinel::{is_refusal, SentinelSet};
+use super::switch::MasterAddress;
 use super::{RedisSetupError, TlsOptions};
 
 /// Makes connections to the current Redis master. Cheap to clone.
@@ -24,11 +25,25 @@ pub struct Connector(Arc<Inner>);
 struct Inner {
     target: Target,
     last_failure: Mutex<Option<String>>,
-    /// Bumped on every Sentinel `+switch-master` for our master: a
+    /// Bumped on every Sentinel `+switch-master` naming a new master: a
     /// connection made under an older generation may be talking to a
     /// demoted master, which still answers (reads, PUBLISH) but is no
     /// longer the one the cluster uses.
     generation: watch::Sender<u64>,
+}
+
+impl Inner {
+    /// A Sentinel announced a switch to `address`: a new one (not a later
+    /// Sentinel repeating it) makes every holder reconnect.
+    fn switched(&self, address: MasterAddress) {
+        let Target::Sentinel(set) = &self.target else {
+            return;
+        };
+        if set.announce(address) {
+            self.generation.send_modify(|g| *g += 1);
+            tracing::warn!("Sentinel switched the master; reconnecting to the new one");
+        }
+    }
 }
 
 enum Target {
@@ -65,20 +80,21 @@ impl Connector {
         tls: &TlsOptions,
     ) -> Result<Connector, RedisSetupError> {
         let set = SentinelSet::new(urls, master, sentinel_password, tls)?;
-        let watcher = set.switch_watcher();
+        let watchers = set.switch_watchers();
         let connector = Connector::new(Target::Sentinel(set));
         // Outside a runtime (a unit test) there is nothing to watch with;
         // connections then follow a failover only when they fail.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (owner, inner) = (Arc::downgrade(&connector.0), Arc::downgrade(&connector.0));
-            let alive = move || owner.strong_count() > 0;
-            let switched = move || {
-                if let Some(inner) = inner.upgrade() {
-                    inner.generation.send_modify(|g| *g += 1);
-                    tracing::warn!("Sentinel switched the master; reconnecting to the new one");
-                }
-            };
-            runtime.spawn(watcher.run(alive, switched));
+            for watcher in watchers {
+                let (owner, inner) = (Arc::downgrade(&connector.0), Arc::downgrade(&connector.0));
+                let alive = move || owner.strong_count() > 0;
+                let switched = move |address| {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.switched(address);
+                    }
+                };
+                runtime.spawn(watcher.run(alive, switched));
+            }
         }
         Ok(connector)
     }
@@ -102,13 +118,6 @@ impl Connector {
         self.0.generation.subscribe()
     }
 
-    async fn client(&self) -> redis::RedisResult<redis::Client> {
-        match &self.0.target {
-            Target::Direct(client) => Ok(client.clone()),
-            Target::Sentinel(set) => set.master_client().await,
-        }
-    }
-
     /// In Sentinel mode two servers take credentials: say which refused.
     fn name_refusal(&self, e: redis::RedisError) -> redis::RedisError {
         match self.0.target {
@@ -123,32 +132,34 @@ impl Connector {
 
     /// A new multiplexed connection for commands.
     pub async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let result = async {
-            let client = self.client().await?;
-            let mut conn = client
+        let result = match &self.0.target {
+            Target::Direct(client) => client
                 .get_multiplexed_async_connection()
                 .await
-                .map_err(|e| self.name_refusal(e))?;
-            if matches!(self.0.target, Target::Sentinel(_)) {
-                SentinelSet::check_master(&mut conn).await?;
-            }
-            Ok(conn)
-        }
-        .await;
+                .map_err(|e| self.name_refusal(e)),
+            Target::Sentinel(set) => set
+                .master()
+                .await
+                .map(|(_, conn)| conn)
+                .map_err(|e| self.name_refusal(e)),
+        };
         self.observe(&result);
         result
     }
 
-    /// A new pub/sub connection.
+    /// A new pub/sub connection. Under Sentinel the server is first proved
+    /// a master (ROLE, on a short-lived connection of the same client): a
+    /// subscription on a demoted master receives nothing other nodes send.
     pub async fn pubsub(&self) -> redis::RedisResult<PubSub> {
         let result = async {
-            let client = self.client().await?;
-            client
-                .get_async_pubsub()
-                .await
-                .map_err(|e| self.name_refusal(e))
+            let client = match &self.0.target {
+                Target::Direct(client) => client.clone(),
+                Target::Sentinel(set) => set.master().await?.0,
+            };
+            client.get_async_pubsub().await
         }
-        .await;
+        .await
+        .map_err(|e| self.name_refusal(e));
         self.observe(&result);
         result
     }

@@ -13,6 +13,7 @@ mod cluster;
 mod connector;
 mod pool;
 mod sentinel;
+mod switch;
 mod tls;
 
 pub use backends::redis_backends;

@@ -4,8 +4,9 @@
 //! Sentinel may still name the old master for a moment after a failover.
 //!
 //! Discovery runs for every new connection, so a connection that fails
-//! after a failover is replaced by one to the promoted replica: that is how
-//! commands, publishes and the subscription follow `+switch-master`.
+//! after a failover is replaced by one to the promoted replica. A
+//! `+switch-master` announcement (`switch.rs`) names the new master: it is
+//! tried first, ROLE-checked like any other, and forgotten when it fails.
 //!
 //! A Sentinel takes `cluster.redis_sentinel_password` when it is set, else
 //! the URL's credentials (the data nodes'), else none: a Sentinel without a
@@ -17,10 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::sync::Mutex;
 
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError};
 
+use super::switch::{MasterAddress, SwitchWatcher};
 use super::{RedisSetupError, TlsOptions};
 
 /// How long one Sentinel may take to answer.
@@ -28,7 +31,7 @@ const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One Sentinel's clients.
 #[derive(Clone)]
-struct Sentinel {
+pub(super) struct Sentinel {
     /// With the credentials it should take.
     client: redis::Client,
     /// Without credentials, when `client` carries the URL's (no
@@ -42,7 +45,7 @@ struct Sentinel {
 impl Sentinel {
     /// Runs `connect` with the client this Sentinel accepts. On a refusal
     /// of both, the first refusal is returned.
-    async fn connect<T, F, Fut>(&self, connect: F) -> redis::RedisResult<T>
+    pub(super) async fn connect<T, F, Fut>(&self, connect: F) -> redis::RedisResult<T>
     where
         F: Fn(redis::Client) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -92,6 +95,20 @@ pub struct SentinelSet {
     tls: TlsOptions,
     /// The Sentinel that answered last: asked first next time.
     preferred: AtomicUsize,
+    /// What the `+switch-master` announcements said (boxed: the set sits
+    /// in an enum beside a plain client, which it should not outgrow).
+    announced: Box<Mutex<Announced>>,
+}
+
+/// The last announced master, and whether discovery may still try it first.
+#[derive(Default)]
+struct Announced {
+    /// The address the last announcement named (repeats are no new switch).
+    last: Option<MasterAddress>,
+    /// Tried before any Sentinel: a Sentinel that has not heard of the
+    /// switch yet still names the demoted master, which answers ROLE as a
+    /// master until the leader reconfigures it. Dropped when it fails.
+    hint: Option<MasterAddress>,
 }
 
 fn failed(reason: String) -> RedisError {
@@ -160,45 +177,76 @@ impl SentinelSet {
             data,
             tls: tls.clone(),
             preferred: AtomicUsize::new(0),
+            announced: Box::default(),
         })
     }
 
-    /// A client for the current master.
-    pub async fn master_client(&self) -> redis::RedisResult<redis::Client> {
+    /// A client for the current master and a connection to it that ROLE
+    /// proved to be a master's: at the announced address first, else where
+    /// the Sentinels say.
+    pub async fn master(&self) -> redis::RedisResult<(redis::Client, MultiplexedConnection)> {
+        let hint = self.lock().hint.clone();
+        if let Some(hint) = hint {
+            match self.verified(&hint).await {
+                Ok(found) => return Ok(found),
+                Err(error) => {
+                    tracing::debug!(%error, "the announced master failed; asking the Sentinels");
+                    let mut announced = self.lock();
+                    if announced.hint.as_ref() == Some(&hint) {
+                        announced.hint = None;
+                    }
+                }
+            }
+        }
         // Boxed: the nested futures of discovery are too deep a type for
         // every caller to embed (and discovery is rare).
-        let (host, port) = Box::pin(self.master_address()).await?;
+        let address = Box::pin(self.master_address()).await?;
+        self.verified(&address).await
+    }
+
+    /// Records an announced switch to `address`; true when it names a
+    /// master other than the last announcement did (a new switch).
+    pub(super) fn announce(&self, address: MasterAddress) -> bool {
+        let mut announced = self.lock();
+        if announced.last.as_ref() == Some(&address) {
+            return false;
+        }
+        announced.last = Some(address.clone());
+        announced.hint = Some(address);
+        true
+    }
+
+    async fn verified(
+        &self,
+        (host, port): &MasterAddress,
+    ) -> redis::RedisResult<(redis::Client, MultiplexedConnection)> {
         let addr = match self.data.addr() {
             ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
-                host,
-                port,
+                host: host.clone(),
+                port: *port,
                 insecure: false,
                 tls_params: None,
             },
-            _ => ConnectionAddr::Tcp(host, port),
+            _ => ConnectionAddr::Tcp(host.clone(), *port),
         };
-        self.tls.client(self.data.clone().set_addr(addr))
+        let client = self.tls.client(self.data.clone().set_addr(addr))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        check_master(&mut conn).await?;
+        Ok((client, conn))
     }
 
-    /// Checks that the server behind `conn` is a master.
-    pub async fn check_master(
-        conn: &mut redis::aio::MultiplexedConnection,
-    ) -> redis::RedisResult<()> {
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
-        match role.first() {
-            Some(redis::Value::BulkString(r)) if r == b"master" => Ok(()),
-            _ => Err(failed(
-                "the server the Sentinels named is not a master (a failover is under way)".into(),
-            )),
-        }
+    /// One watcher of `+switch-master` per Sentinel.
+    pub fn switch_watchers(&self) -> Vec<SwitchWatcher> {
+        self.sentinels
+            .iter()
+            .enumerate()
+            .map(|(index, sentinel)| SwitchWatcher::new(sentinel.clone(), index, &self.master))
+            .collect()
     }
 
-    /// A watcher of this set's `+switch-master` announcements.
-    pub fn switch_watcher(&self) -> SwitchWatcher {
-        SwitchWatcher {
-            sentinels: self.sentinels.clone(),
-            master: self.master.clone(),
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Announced> {
+        // Two plain fields: a panic elsewhere cannot leave them inconsistent.
+        self.announced.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn master_address(&self) -> redis::RedisResult<(String, u16)> {
@@ -247,52 +295,49 @@ impl SentinelSet {
     }
 }
 
-/// Listens to the Sentinels' `+switch-master` channel (one Sentinel at a
-/// time, the next one when it fails) and reports switches of our master.
-pub struct SwitchWatcher {
-    sentinels: Vec<Sentinel>,
-    master: String,
+/// Checks that the server behind `conn` is a master.
+async fn check_master(conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await?;
+    match role.first() {
+        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(()),
+        _ => Err(failed(
+            "the server the Sentinels named is not a master (a failover is under way)".into(),
+        )),
+    }
 }
 
-impl SwitchWatcher {
-    /// Calls `switched` on each switch of our master; runs while `alive`.
-    pub async fn run(
-        self,
-        alive: impl Fn() -> bool + Send + 'static,
-        switched: impl Fn() + Send + 'static,
-    ) {
-        let mut index = 0;
-        let mut backoff = Duration::from_millis(100);
-        while alive() {
-            let sentinel = &self.sentinels[index % self.sentinels.len()];
-            index += 1;
-            let subscribe = sentinel.connect(|client| async move {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe("+switch-master").await?;
-                Ok::<_, RedisError>(pubsub)
-            });
-            let subscribed = tokio::time::timeout(SENTINEL_TIMEOUT, subscribe).await;
-            if let Ok(Ok(pubsub)) = subscribed {
-                backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while alive() {
-                    // Wake now and then to notice an owner that is gone.
-                    let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-                    match next {
-                        Err(_) => continue,
-                        Ok(None) => break,
-                        Ok(Some(message)) => {
-                            // "<name> <old ip> <old port> <new ip> <new port>"
-                            let text: String = message.get_payload().unwrap_or_default();
-                            if text.split_whitespace().next() == Some(self.master.as_str()) {
-                                switched();
-                            }
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> SentinelSet {
+        // Port 1: nothing listens, so no test ever talks to a real Sentinel.
+        let urls = ["redis://127.0.0.1:1".to_owned()];
+        SentinelSet::new(&urls, "mymaster", None, &TlsOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_switch_is_new_only_when_it_names_another_master() {
+        let set = set();
+        let (a, b) = (("10.0.0.1".to_owned(), 6379), ("10.0.0.2".to_owned(), 6379));
+        assert!(set.announce(b.clone()), "the first announcement");
+        assert!(!set.announce(b.clone()), "a later Sentinel repeating it");
+        assert_eq!(set.lock().hint, Some(b.clone()));
+        assert!(set.announce(a.clone()), "a failover back");
+        assert_eq!(set.lock().hint, Some(a));
+    }
+
+    #[tokio::test]
+    async fn a_hint_that_fails_is_dropped_for_the_sentinels() {
+        let set = set();
+        // Nothing listens on port 1: the hint fails, and so does the
+        // (absent) Sentinel; the hint is gone either way.
+        set.announce(("127.0.0.1".to_owned(), 1));
+        assert!(set.master().await.is_err());
+        assert_eq!(set.lock().hint, None);
+        assert!(
+            !set.announce(("127.0.0.1".to_owned(), 1)),
+            "still the last announced: no second switch"
+        );
     }
 }

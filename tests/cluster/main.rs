@@ -11,6 +11,7 @@ mod chaos;
 mod contract;
 mod delivery;
 mod faults;
+mod lost_confirmations;
 mod otlp_tls;
 mod redis_cluster;
 mod resume;

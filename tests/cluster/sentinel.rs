@@ -99,8 +99,13 @@ async fn nodes_leave_a_demoted_master_on_a_manual_failover() {
     traffic.wait_back(LONG).await;
     let outcome = traffic.finish(started).await;
     println!("manual sentinel failover: {outcome:?}");
+    outcome.print_duplicates("manual sentinel failover");
     assert_eq!(outcome.silent, 0);
-    assert_eq!(outcome.duplicated, 0);
+    assert_eq!(
+        outcome.duplicated, 0,
+        "duplicates: {:?}",
+        outcome.duplicates
+    );
     // Writes go to the new master: a new session registers there (a write
     // on the demoted master would fail, and the CONNECT with it).
     let mut again = a.login(ALICE.0, ALICE.1, Codec::Json).await;

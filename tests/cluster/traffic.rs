@@ -45,6 +45,21 @@ pub struct Outcome {
     /// From `since` to the send time after which every signal was
     /// delivered (cross-node routing is back).
     pub back_after: Option<Duration>,
+    /// What each duplicated signal got, so a failure says which kind of
+    /// duplicate it was (delivered twice, or delivered and answered).
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A signal that was delivered more than once, or delivered and answered.
+#[derive(Debug)]
+pub struct Duplicate {
+    pub id: Uuid,
+    /// Sent this long after the traffic started.
+    pub sent_after: Duration,
+    pub deliveries: u32,
+    /// ERRORs carrying its id, and the code of the first.
+    pub errors: u32,
+    pub code: Option<String>,
 }
 
 impl Outcome {
@@ -57,9 +72,28 @@ impl Outcome {
              {} signals: {} delivered, {} answered {:?}, {} silent, {} duplicated",
             self.sent, self.delivered, self.answered, self.codes, self.silent, self.duplicated
         );
+        self.print_duplicates(what);
         assert_eq!(self.silent, 0, "no signal goes unanswered");
-        assert_eq!(self.duplicated, 0);
+        assert_eq!(self.duplicated, 0, "duplicates: {:?}", self.duplicates);
         back
+    }
+
+    /// Prints one line per duplicated signal (none when there are none).
+    pub fn print_duplicates(&self, what: &str) {
+        for d in &self.duplicates {
+            println!(
+                "{what}: duplicated signal {} sent at +{:?}: delivered {} time(s), \
+                 answered {} time(s){}",
+                d.id,
+                d.sent_after,
+                d.deliveries,
+                d.errors,
+                d.code
+                    .as_deref()
+                    .map(|c| format!(" with {c}"))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -214,6 +248,8 @@ impl Traffic {
         let (mut delivered, mut answered, mut silent, mut duplicated) = (0, 0, 0, 0);
         let mut codes: HashMap<String, usize> = HashMap::new();
         let mut last_failure: Option<Instant> = None;
+        let mut duplicates = Vec::new();
+        let started = l.sent.first().map(|(_, at)| *at);
         for (id, at) in &l.sent {
             let d = l.delivered.get(id).copied().unwrap_or(0);
             let e = l.errors.get(id);
@@ -224,7 +260,16 @@ impl Traffic {
                     *codes.entry(code.clone()).or_default() += 1;
                 }
                 (1, None) => delivered += 1,
-                _ => duplicated += 1,
+                _ => {
+                    duplicated += 1;
+                    duplicates.push(Duplicate {
+                        id: *id,
+                        sent_after: started.map_or(Duration::ZERO, |s| at.duration_since(s)),
+                        deliveries: d,
+                        errors: e.map_or(0, |(n, _)| *n),
+                        code: e.map(|(_, code)| code.clone()),
+                    });
+                }
             }
             if d == 0 && *at >= since {
                 last_failure = Some(*at);
@@ -246,6 +291,7 @@ impl Traffic {
             duplicated,
             codes,
             back_after,
+            duplicates,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod redis_proc;
 pub mod redis_sentinel;
 pub mod redis_server;
 pub mod redis_tls;
+pub mod tcp_tap;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;
