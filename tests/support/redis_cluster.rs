@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use super::redis_proc::{base_args, cli, plain, RedisProc};
+use super::redis_proc::{base_args, cli, plain, Lifetime, RedisProc};
 use super::redis_tls::TlsFiles;
 use super::{eventually, free_port};
 
@@ -52,6 +52,14 @@ fn node_args(port: u16, tls: Option<&TlsFiles>) -> Vec<String> {
     args
 }
 
+/// redis-cli flags reaching a node on `port`, over TLS when `tls` is set.
+fn flags_for(tls: Option<&TlsFiles>, port: u16) -> Vec<String> {
+    match tls {
+        None => plain(port),
+        Some(files) => files.cli_args(port),
+    }
+}
+
 /// Polls `check` (a quick redis-cli call) until it holds, up to `limit`.
 async fn wait_until(what: &str, limit: Duration, check: impl Fn() -> bool) {
     eventually(what, limit, || {
@@ -75,26 +83,24 @@ impl RedisCluster {
 
     async fn start_with(replicas: usize, watched: bool, tls: Option<TlsFiles>) -> RedisCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
-        let nodes: Vec<RedisProc> = ports
-            .iter()
-            .map(|&p| {
-                let args = node_args(p, tls.as_ref());
-                if watched {
-                    RedisProc::spawn_watched(p, dir.path(), &args)
-                } else {
-                    RedisProc::spawn(p, dir.path(), &args)
-                }
-            })
-            .collect();
-        let cluster = RedisCluster { nodes, tls, dir };
-        for &p in &ports {
-            let flags = cluster.flags(p);
-            wait_until("cluster node answers", Duration::from_secs(10), || {
-                cli(&flags, &["PING"]) == "PONG"
-            })
+        let lifetime = if watched {
+            Lifetime::Watched
+        } else {
+            Lifetime::Owned
+        };
+        let mut nodes = Vec::new();
+        for _ in 0..3 * (1 + replicas) {
+            let node = RedisProc::start(
+                dir.path(),
+                lifetime,
+                |port| node_args(port, tls.as_ref()),
+                |port| cli(&flags_for(tls.as_ref(), port), &["PING"]) == "PONG",
+            )
             .await;
+            nodes.push(node);
         }
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let cluster = RedisCluster { nodes, tls, dir };
         let mut create: Vec<String> = match &cluster.tls {
             None => Vec::new(),
             Some(files) => {
@@ -134,10 +140,7 @@ impl RedisCluster {
 
     /// redis-cli flags reaching the node on `port`.
     pub fn flags(&self, port: u16) -> Vec<String> {
-        match &self.tls {
-            None => plain(port),
-            Some(files) => files.cli_args(port),
-        }
+        flags_for(self.tls.as_ref(), port)
     }
 
     /// `redis://127.0.0.1:<p1>,…` (`rediss://` with TLS) for every node:

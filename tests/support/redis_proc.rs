@@ -3,13 +3,28 @@
 //! commands (it speaks TLS and ACL users, which the plain RESP helper in
 //! `redis_server` does not).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How a server is started by [`RedisProc::start`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed when the [`RedisProc`] is dropped.
+    Owned,
+    /// Also killed once this test process is gone (see
+    /// [`RedisProc::spawn_watched`]).
+    Watched,
+}
 
 /// A redis-server (or Sentinel) process; SIGKILLed on drop.
 pub struct RedisProc {
     pub port: u16,
     child: Option<Child>,
+    /// Whether `child` leads a process group (a watched server's shell and
+    /// the server itself), killed as a whole.
+    group: bool,
 }
 
 impl RedisProc {
@@ -29,6 +44,7 @@ impl RedisProc {
         RedisProc {
             port,
             child: Some(child),
+            group: false,
         }
     }
 
@@ -49,6 +65,7 @@ impl RedisProc {
             .args(["--dir", &dir.display().to_string()])
             .args(["--logfile", &log.display().to_string()])
             .env("WATCH", std::process::id().to_string())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -57,12 +74,69 @@ impl RedisProc {
         RedisProc {
             port,
             child: Some(child),
+            group: true,
+        }
+    }
+
+    /// Starts a server on a free port and waits until `answers(port)`
+    /// holds. The port is free when chosen, but another process (a test
+    /// running beside this one) may bind it first: then the server exits
+    /// at once and another port is tried, up to five. `args(port)` builds
+    /// the command line (it may write a config file naming the port).
+    pub async fn start(
+        dir: &Path,
+        lifetime: Lifetime,
+        args: impl Fn(u16) -> Vec<String>,
+        answers: impl Fn(u16) -> bool,
+    ) -> RedisProc {
+        for _ in 0..5 {
+            let port = super::free_port();
+            let args = args(port);
+            let mut proc = match lifetime {
+                Lifetime::Owned => RedisProc::spawn(port, dir, &args),
+                Lifetime::Watched => RedisProc::spawn_watched(port, dir, &args),
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if answers(port) {
+                    return proc;
+                }
+                if proc.has_exited() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    panic!(
+                        "redis-server on port {port} did not answer within 10 s; its log:\n{}",
+                        log_tail(dir, port)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!(
+                "redis-server on port {port} exited at start; trying another port. Its log:\n{}",
+                log_tail(dir, port)
+            );
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Whether the process ended by itself.
+    fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            None => true,
         }
     }
 
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.group {
+                // The shell's death alone would leave the server running.
+                let _ = Command::new("kill")
+                    .args(["-9", "--", &format!("-{}", child.id())])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -78,6 +152,13 @@ impl Drop for RedisProc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The last lines of the log of the server on `port` in `dir`.
+fn log_tail(dir: &Path, port: u16) -> String {
+    let log = std::fs::read_to_string(dir.join(format!("redis-{port}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// The usual flags of a throw-away server on loopback.

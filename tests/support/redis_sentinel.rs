@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::redis_proc::{base_args, cli, ephemeral_args, RedisProc};
+use super::eventually;
+use super::redis_proc::{base_args, cli, ephemeral_args, Lifetime, RedisProc};
 use super::redis_tls::TlsFiles;
-use super::{eventually, free_port};
 
 /// The name the Sentinels monitor.
 pub const MASTER_NAME: &str = "mymaster";
@@ -138,6 +138,37 @@ fn sentinel_conf(port: u16, master: u16, tls: Option<&TlsFiles>, acl: bool) -> S
     conf
 }
 
+fn tls_flags(tls: Option<&TlsFiles>, port: u16) -> Vec<String> {
+    match tls {
+        None => vec!["-p".into(), port.to_string()],
+        Some(files) => files.cli_args(port),
+    }
+}
+
+/// `redis-cli` flags reaching a data node on `port`.
+fn data_flags(tls: Option<&TlsFiles>, acl: bool, port: u16) -> Vec<String> {
+    let mut flags = tls_flags(tls, port);
+    if acl {
+        flags.extend(strings(&[
+            "--user",
+            ADMIN_USER,
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ]));
+    }
+    flags
+}
+
+/// `redis-cli` flags reaching a Sentinel on `port`.
+fn sentinel_flags(tls: Option<&TlsFiles>, acl: bool, port: u16) -> Vec<String> {
+    let mut flags = tls_flags(tls, port);
+    if acl {
+        flags.extend(strings(&["-a", SENTINEL_PASSWORD, "--no-auth-warning"]));
+    }
+    flags
+}
+
 impl SentinelSet {
     /// A plain set.
     pub async fn start() -> SentinelSet {
@@ -153,11 +184,27 @@ impl SentinelSet {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls = options.tls.then(TlsFiles::generate);
         let acl = options.acl;
-        let (m, r) = (free_port(), free_port());
-        let master = RedisProc::spawn(m, dir.path(), &data_args(m, tls.as_ref(), acl));
-        let mut replica_args = data_args(r, tls.as_ref(), acl);
-        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
-        let replica = RedisProc::spawn(r, dir.path(), &replica_args);
+        let data_answers = |port| cli(&data_flags(tls.as_ref(), acl, port), &["PING"]) == "PONG";
+        let master = RedisProc::start(
+            dir.path(),
+            Lifetime::Owned,
+            |port| data_args(port, tls.as_ref(), acl),
+            data_answers,
+        )
+        .await;
+        let m = master.port;
+        let replica = RedisProc::start(
+            dir.path(),
+            Lifetime::Owned,
+            |port| {
+                let mut args = data_args(port, tls.as_ref(), acl);
+                args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
+                args
+            },
+            data_answers,
+        )
+        .await;
+        let r = replica.port;
         let mut set = SentinelSet {
             master,
             replica,
@@ -172,13 +219,19 @@ impl SentinelSet {
         })
         .await;
         for _ in 0..3 {
-            let port = free_port();
-            let conf = set.dir.path().join(format!("sentinel-{port}.conf"));
-            std::fs::write(&conf, sentinel_conf(port, m, set.tls.as_ref(), acl))
-                .expect("write sentinel.conf");
-            let args = [conf.display().to_string(), "--sentinel".into()];
-            set.sentinels
-                .push(RedisProc::spawn(port, set.dir.path(), &args));
+            let sentinel = RedisProc::start(
+                set.dir.path(),
+                Lifetime::Owned,
+                |port| {
+                    let conf = set.dir.path().join(format!("sentinel-{port}.conf"));
+                    std::fs::write(&conf, sentinel_conf(port, m, set.tls.as_ref(), acl))
+                        .expect("write sentinel.conf");
+                    vec![conf.display().to_string(), "--sentinel".into()]
+                },
+                |port| cli(&set.sentinel_flags(port), &["PING"]) == "PONG",
+            )
+            .await;
+            set.sentinels.push(sentinel);
         }
         for s in &set.sentinels {
             eventually(
@@ -205,36 +258,15 @@ impl SentinelSet {
         set
     }
 
-    fn tls_flags(&self, port: u16) -> Vec<String> {
-        match &self.tls {
-            None => vec!["-p".into(), port.to_string()],
-            Some(files) => files.cli_args(port),
-        }
-    }
-
     /// `redis-cli` flags reaching the data node on `port` (as an
     /// administrator when the default user is off).
     pub fn data_flags(&self, port: u16) -> Vec<String> {
-        let mut flags = self.tls_flags(port);
-        if self.acl {
-            flags.extend(strings(&[
-                "--user",
-                ADMIN_USER,
-                "--pass",
-                ADMIN_PASSWORD,
-                "--no-auth-warning",
-            ]));
-        }
-        flags
+        data_flags(self.tls.as_ref(), self.acl, port)
     }
 
     /// `redis-cli` flags reaching the Sentinel on `port`.
     pub fn sentinel_flags(&self, port: u16) -> Vec<String> {
-        let mut flags = self.tls_flags(port);
-        if self.acl {
-            flags.extend(strings(&["-a", SENTINEL_PASSWORD, "--no-auth-warning"]));
-        }
-        flags
+        sentinel_flags(self.tls.as_ref(), self.acl, port)
     }
 
     /// Runs a command on the data node on `port`.

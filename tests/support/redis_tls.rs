@@ -4,13 +4,10 @@
 //! show what a wrong bundle does.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use super::eventually;
-use super::free_port;
-use super::redis_proc::{cli, RedisProc};
+use super::redis_proc::{cli, Lifetime, RedisProc};
 
 /// PEM files in a temporary directory.
 pub struct TlsFiles {
@@ -115,20 +112,22 @@ impl TlsRedis {
     /// certificate signed by the test CA.
     pub async fn start(require_client_cert: bool) -> TlsRedis {
         let files = TlsFiles::generate();
-        let port = free_port();
-        let mut args = files.server_args(port, require_client_cert);
-        args.extend(
-            ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        let proc = RedisProc::spawn(port, files.dir.path(), &args);
-        let cli_args = files.cli_args(port);
-        eventually("TLS redis-server answers", Duration::from_secs(10), || {
-            let cli_args = cli_args.clone();
-            async move { cli(&cli_args, &["PING"]) == "PONG" }
-        })
+        let proc = RedisProc::start(
+            files.dir.path(),
+            Lifetime::Owned,
+            |port| {
+                let mut args = files.server_args(port, require_client_cert);
+                args.extend(
+                    ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                        .iter()
+                        .map(|s| s.to_string()),
+                );
+                args
+            },
+            |port| cli(&files.cli_args(port), &["PING"]) == "PONG",
+        )
         .await;
+        let port = proc.port;
         TlsRedis {
             port,
             files,
