@@ -37,6 +37,28 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// mark) while any wait.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// An envelope published until a subscriber hears it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persistent {
+    /// Signals this node took, to their origin: a lost confirmation would
+    /// have them answered as failed although they were delivered.
+    Confirmation,
+    /// This node asks a node holding its signals to confirm again. While
+    /// it fails or reaches no subscriber (that node may itself be moving to
+    /// a new master), no mark counts, so no signal is answered before its
+    /// confirmation could arrive.
+    ConfirmAgain,
+}
+
+impl Persistent {
+    fn attempts(self) -> u32 {
+        match self {
+            Persistent::Confirmation => CONFIRM_ATTEMPTS,
+            Persistent::ConfirmAgain => CONFIRM_AGAIN_ATTEMPTS,
+        }
+    }
+}
+
 impl Node {
     /// The receiver's accept window in µs (see `confirm.rs`).
     pub(super) fn accept_window_us(&self) -> u64 {
@@ -59,27 +81,10 @@ impl Node {
         }
     }
 
-    /// Publishes one confirmation; retried while it fails or reaches no
-    /// subscriber (the origin may be re-subscribing after a Redis restart),
-    /// up to `CONFIRM_ATTEMPTS` times: a lost confirmation would have its
-    /// signals answered as failed although they were delivered.
+    /// Publishes one confirmation until `origin` hears it (see
+    /// [`Persistent::Confirmation`]).
     fn publish_confirmation(self: Arc<Self>, origin: NodeId, envelope: Bytes, attempt: u32) {
-        self.metrics.confirmations_sent.inc();
-        let node = Arc::clone(&self);
-        let to = origin.clone();
-        self.bus.publish(
-            &to,
-            envelope.clone(),
-            Some(Box::new(move |result| {
-                if matches!(result, Ok(n) if n > 0) || attempt + 1 >= CONFIRM_ATTEMPTS {
-                    return;
-                }
-                tokio::spawn(async move {
-                    tokio::time::sleep(CONFIRM_RETRY).await;
-                    node.publish_confirmation(origin, envelope, attempt + 1);
-                });
-            })),
-        );
+        self.publish_persistently(Persistent::Confirmation, origin, envelope, attempt);
     }
 
     /// This node's subscription is back: ask every node holding signals of
@@ -91,31 +96,41 @@ impl Node {
         }
         .encode();
         for to in self.unconfirmed.targets() {
-            Arc::clone(self).publish_confirm_again(to, request.clone(), 0);
+            Arc::clone(self).publish_persistently(Persistent::ConfirmAgain, to, request.clone(), 0);
         }
     }
 
-    /// Publishes one `ConfirmAgain`; while it fails or reaches no
-    /// subscriber (that node may itself be moving to a new master), no mark
-    /// counts, so no signal is answered before its confirmation could
-    /// arrive; retried up to `CONFIRM_AGAIN_ATTEMPTS` times.
-    fn publish_confirm_again(self: Arc<Self>, to: NodeId, request: Bytes, attempt: u32) {
+    /// Publishes `envelope` to `to`'s channel; retried `CONFIRM_RETRY`
+    /// apart while the publish fails or reaches no subscriber, up to the
+    /// kind's attempts.
+    fn publish_persistently(
+        self: Arc<Self>,
+        kind: Persistent,
+        to: NodeId,
+        envelope: Bytes,
+        attempt: u32,
+    ) {
+        if kind == Persistent::Confirmation {
+            self.metrics.confirmations_sent.inc();
+        }
         let node = Arc::clone(&self);
         let target = to.clone();
         self.bus.publish(
             &target,
-            request.clone(),
+            envelope.clone(),
             Some(Box::new(move |result| {
                 if matches!(result, Ok(n) if n > 0) {
                     return;
                 }
-                node.unconfirmed.resubscribed(node.now_ms());
-                if attempt + 1 >= CONFIRM_AGAIN_ATTEMPTS {
+                if kind == Persistent::ConfirmAgain {
+                    node.unconfirmed.resubscribed(node.now_ms());
+                }
+                if attempt + 1 >= kind.attempts() {
                     return;
                 }
                 tokio::spawn(async move {
                     tokio::time::sleep(CONFIRM_RETRY).await;
-                    node.publish_confirm_again(to, request, attempt + 1);
+                    node.publish_persistently(kind, to, envelope, attempt + 1);
                 });
             })),
         );
