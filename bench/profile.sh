@@ -4,10 +4,13 @@
 # the headline shape (100 pairs, senders on node 1, receivers on node 2,
 # 200 B, one WebSocket message per signal). Prints each node's hottest
 # symbols (self time) and the loadgen's result line; the perf data stays in
-# OUT for `perf report -i`.
+# OUT for `perf report -i`. With MODE=stat, counts instead what each
+# process does per signal over the measured part: context switches, CPU
+# migrations, system calls and task-clock time (`perf stat`).
 #
 #   TARGET=product RATE=1000 bash bench/profile.sh
 #   TARGET=floor RATE=1000 bash bench/profile.sh
+#   TARGET=floor RATE=1000 MODE=stat bash bench/profile.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}"
@@ -17,6 +20,7 @@ DURATION="${DURATION:-15}"
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 TOP="${TOP:-35}"
+MODE="${MODE:-record}"
 SECRET="profile-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 command -v perf >/dev/null || {
     echo "perf is missing (apt-get install -y linux-perf)" >&2
@@ -93,19 +97,36 @@ if [[ "$RATE" != 0 ]]; then LOAD=(--rate "$RATE"); fi
 LG=$!
 # Recorded over the measured part only (after the warm-up and the logins).
 sleep 5
+WINDOW=$((DURATION - 4))
+PROCS=("${NODES[0]}" "${NODES[1]}" "$REDIS_PID")
+NAMES=(node-1 node-2 redis)
 PERFS=()
-for i in 0 1; do
-    perf record -q -F 1999 -g -p "${NODES[$i]}" -o "$OUT/node-$((i + 1)).perf" \
-        -- sleep $((DURATION - 4)) 2>/dev/null &
+for i in 0 1 2; do
+    if [[ "$MODE" == stat ]]; then
+        perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
+            -p "${PROCS[$i]}" -o "$OUT/${NAMES[$i]}.stat" -- sleep "$WINDOW" 2>/dev/null &
+    else
+        perf record -q -F 1999 -g -p "${PROCS[$i]}" -o "$OUT/${NAMES[$i]}.perf" \
+            -- sleep "$WINDOW" 2>/dev/null &
+    fi
     PERFS+=($!)
 done
-perf record -q -F 1999 -g -p "$REDIS_PID" -o "$OUT/redis.perf" -- sleep $((DURATION - 4)) \
-    2>/dev/null &
-PERFS+=($!)
 wait "$LG" || true
 # Only the recorders: the nodes and Redis run until the exit trap.
 for pid in "${PERFS[@]}"; do wait "$pid" || true; done
-for f in node-1 node-2 redis; do
+for f in "${NAMES[@]}"; do
+    if [[ "$MODE" == stat ]]; then
+        # Per signal: the events over the window divided by the signals
+        # delivered per second in the load generator's window.
+        signals="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["delivered_per_s"])' \
+            "$OUT/result.json" 2>/dev/null || echo 0)"
+        echo "== $TARGET $f per signal (at $signals signals/s over ${WINDOW} s)"
+        awk -F, -v n="$signals" -v w="$WINDOW" '$1 ~ /^[0-9.]+$/ && n > 0 {
+            if ($3 == "task-clock") printf "  %-24s %10.2f\n", "task-clock (us)", $1 * 1000 / (n * w)
+            else printf "  %-24s %10.2f\n", $3, $1 / (n * w)
+        }' "$OUT/$f.stat"
+        continue
+    fi
     echo "== $TARGET $f (self time, top $TOP)"
     perf report -q -i "$OUT/$f.perf" --no-children --sort dso,symbol --percent-limit 0.5 \
         2>/dev/null | grep -v '^$' | grep -v '^ *|' | grep -v -- '---' | head -"$TOP"
