@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use super::redis_proc::{base_args, cli, plain, Lifetime, RedisProc};
-use super::redis_tls::TlsFiles;
+use super::redis_proc::{base_args, cli, Lifetime, RedisProc};
+use super::redis_tls::{cli_flags, TlsFiles};
 use super::{eventually, free_port};
 
 /// A running cluster.
@@ -52,14 +52,6 @@ fn node_args(port: u16, tls: Option<&TlsFiles>) -> Vec<String> {
     args
 }
 
-/// redis-cli flags reaching a node on `port`, over TLS when `tls` is set.
-fn flags_for(tls: Option<&TlsFiles>, port: u16) -> Vec<String> {
-    match tls {
-        None => plain(port),
-        Some(files) => files.cli_args(port),
-    }
-}
-
 /// Polls `check` (a quick redis-cli call) until it holds, up to `limit`.
 async fn wait_until(what: &str, limit: Duration, check: impl Fn() -> bool) {
     eventually(what, limit, || {
@@ -94,7 +86,7 @@ impl RedisCluster {
                 dir.path(),
                 lifetime,
                 |port| node_args(port, tls.as_ref()),
-                |port| cli(&flags_for(tls.as_ref(), port), &["PING"]) == "PONG",
+                |port| cli(&cli_flags(tls.as_ref(), port), &["PING"]) == "PONG",
             )
             .await;
             nodes.push(node);
@@ -140,7 +132,7 @@ impl RedisCluster {
 
     /// redis-cli flags reaching the node on `port`.
     pub fn flags(&self, port: u16) -> Vec<String> {
-        flags_for(self.tls.as_ref(), port)
+        cli_flags(self.tls.as_ref(), port)
     }
 
     /// `redis://127.0.0.1:<p1>,…` (`rediss://` with TLS) for every node:

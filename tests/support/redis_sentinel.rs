@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::eventually;
 use super::redis_proc::{base_args, cli, ephemeral_args, Lifetime, RedisProc};
-use super::redis_tls::TlsFiles;
+use super::redis_tls::{cli_flags, TlsFiles};
 
 /// The name the Sentinels monitor.
 pub const MASTER_NAME: &str = "mymaster";
@@ -138,16 +138,9 @@ fn sentinel_conf(port: u16, master: u16, tls: Option<&TlsFiles>, acl: bool) -> S
     conf
 }
 
-fn tls_flags(tls: Option<&TlsFiles>, port: u16) -> Vec<String> {
-    match tls {
-        None => vec!["-p".into(), port.to_string()],
-        Some(files) => files.cli_args(port),
-    }
-}
-
 /// `redis-cli` flags reaching a data node on `port`.
 fn data_flags(tls: Option<&TlsFiles>, acl: bool, port: u16) -> Vec<String> {
-    let mut flags = tls_flags(tls, port);
+    let mut flags = cli_flags(tls, port);
     if acl {
         flags.extend(strings(&[
             "--user",
@@ -162,7 +155,7 @@ fn data_flags(tls: Option<&TlsFiles>, acl: bool, port: u16) -> Vec<String> {
 
 /// `redis-cli` flags reaching a Sentinel on `port`.
 fn sentinel_flags(tls: Option<&TlsFiles>, acl: bool, port: u16) -> Vec<String> {
-    let mut flags = tls_flags(tls, port);
+    let mut flags = cli_flags(tls, port);
     if acl {
         flags.extend(strings(&["-a", SENTINEL_PASSWORD, "--no-auth-warning"]));
     }

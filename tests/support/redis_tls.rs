@@ -145,3 +145,12 @@ impl TlsRedis {
         cli(&self.files.cli_args(self.port), args)
     }
 }
+
+/// `redis-cli` flags reaching a server on `port`: over TLS with `tls`'s
+/// files, else plain.
+pub fn cli_flags(tls: Option<&TlsFiles>, port: u16) -> Vec<String> {
+    match tls {
+        None => super::redis_proc::plain(port),
+        Some(files) => files.cli_args(port),
+    }
+}
