@@ -79,7 +79,7 @@ impl RedisProc {
     }
 
     /// Starts a server on a free port and waits until `answers(port)`
-    /// holds. The port is free when chosen, but another process (a test
+    /// holds ([`RedisProc::answered`]). The port is free when chosen, but another process (a test
     /// running beside this one) may bind it first: then the server exits
     /// at once and another port is tried, up to five. `args(port)` builds
     /// the command line (it may write a config file naming the port).
@@ -96,21 +96,8 @@ impl RedisProc {
                 Lifetime::Owned => RedisProc::spawn(port, dir, &args),
                 Lifetime::Watched => RedisProc::spawn_watched(port, dir, &args),
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if answers(port) {
-                    return proc;
-                }
-                if proc.has_exited() {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    panic!(
-                        "redis-server on port {port} did not answer within 10 s; its log:\n{}",
-                        log_tail(dir, port)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if proc.answered(dir, &answers).await {
+                return proc;
             }
             eprintln!(
                 "redis-server on port {port} exited at start; trying another port. Its log:\n{}",
@@ -118,6 +105,37 @@ impl RedisProc {
             );
         }
         panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Waits until `answers(port)` holds: true then, false once the process
+    /// exited instead (its port was taken). Panics with the log's last
+    /// lines when it neither answers nor exits within 10 s.
+    pub async fn answered(&mut self, dir: &Path, answers: impl Fn(u16) -> bool) -> bool {
+        let port = self.port;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if answers(port) {
+                return true;
+            }
+            if self.has_exited() {
+                return false;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "redis-server on port {port} did not answer within 10 s; its log:\n{}",
+                    log_tail(dir, port)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id (the shell's, for a watched server).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("the server was not killed")
     }
 
     /// Whether the process ended by itself.

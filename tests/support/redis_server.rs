@@ -1,16 +1,16 @@
 //! A real `redis-server` per test on a free port, with no persistence;
-//! killed on drop and restartable on the same port.
+//! killed on drop (a [`RedisProc`]) and restartable on the same port.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::free_port;
+use super::redis_proc::{base_args, Lifetime, RedisProc};
 
 /// A running redis-server.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    /// `None` while stopped.
+    proc: Option<RedisProc>,
     dir: tempfile::TempDir,
 }
 
@@ -37,23 +37,16 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers. The
-    /// port is free when chosen but another process may take it before
-    /// redis-server binds: then the server exits at once and another port
-    /// is tried.
+    /// Starts a server on a free port and waits until it answers (another
+    /// port is tried when one was taken before the server bound it).
     pub async fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: 0,
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        for _ in 0..5 {
-            server.port = free_port();
-            if server.try_spawn().await {
-                return server;
-            }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proc = RedisProc::start(dir.path(), Lifetime::Owned, base_args, answers_ping).await;
+        RedisServer {
+            port: proc.port,
+            proc: Some(proc),
+            dir,
         }
-        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -61,67 +54,27 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server on its port; panics unless it answers.
-    async fn spawn(&mut self) {
-        assert!(
-            self.try_spawn().await,
-            "redis-server could not start on port {}",
-            self.port
-        );
-    }
-
-    /// Starts the server on its port: true once it answers, false if it
-    /// exited (the port was taken).
-    async fn try_spawn(&mut self) -> bool {
-        let child = Command::new(binary())
-            .args(super::redis_proc::base_args(self.port))
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::Instant::now() < deadline {
-            if ping(self.port).await {
-                return true;
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "redis-server on port {} did not answer within 10 s",
-            self.port
-        );
-    }
-
     /// The server's process id (for SIGSTOP / SIGCONT).
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .map(|c| c.id())
-            .expect("redis-server runs")
+        self.proc.as_ref().expect("redis-server runs").pid()
     }
 
     /// Kills the server (SIGKILL); its data is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proc = None;
     }
 
-    /// Starts a fresh, empty server on the same port.
+    /// Starts a fresh, empty server on the same port; panics unless it
+    /// answers.
     pub async fn restart(&mut self) {
         self.stop();
-        self.spawn().await;
+        let mut proc = RedisProc::spawn(self.port, self.dir.path(), &base_args(self.port));
+        assert!(
+            proc.answered(self.dir.path(), answers_ping).await,
+            "redis-server could not start again on port {}",
+            self.port
+        );
+        self.proc = Some(proc);
     }
 
     /// Runs a command with redis-cli-like arguments over a plain socket (RESP).
@@ -130,14 +83,17 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    command(port, &["PING"]).await.contains("PONG")
+/// Whether a server answers PING on `port` (blocking, but on loopback it
+/// returns at once or within the read timeout).
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && matches!(s.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG"))
 }
 
 /// Sends one RESP command and returns the raw reply text.
