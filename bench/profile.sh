@@ -13,6 +13,7 @@
 #   TARGET=floor RATE=1000 MODE=stat bash bench/profile.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}"
 TARGET="${TARGET:-product}"
 RATE="${RATE:-1000}"
@@ -42,24 +43,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_listening() {
-    for _ in $(seq 1 100); do
-        if (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
-
 REDIS_PORT="$(free_port)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$OUT" --logfile "$OUT/redis.log" &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
-wait_listening "$REDIS_PORT"
+wait_for redis listening "$REDIS_PORT"
 
 FLAGS=()
 NODES=()
@@ -86,7 +75,7 @@ for i in 1 2; do
     PIDS+=($!)
     NODES+=($!)
     FLAGS+=(--url "ws://127.0.0.1:$port" --node-pid "$!")
-    wait_listening "$port"
+    wait_for "node $i" listening "$port"
 done
 
 LOAD=(--window 16)

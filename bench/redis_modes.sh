@@ -28,6 +28,7 @@
 #   BENCH_NOTE="quiet machine" bash bench/redis_modes.sh   # printed above the tables
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}"
 
 RUNS="${RUNS:-3}"
@@ -74,21 +75,6 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for() {
-    local what="$1" i
-    shift
-    for i in $(seq 1 400); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.05
-    done
-    echo "timed out waiting for $what" >&2
-    exit 1
-}
 
 rcli() { # rcli PORT args...: redis-cli on the running Redis
     local port="$1"

@@ -24,6 +24,7 @@
 # (say how loaded the machine was).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/signal-manager/target}"
 
 RUNS="${RUNS:-3}"
@@ -93,22 +94,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits (bounded) until a command succeeds.
-wait_for() {
-    local what="$1"
-    shift
-    for _ in $(seq 1 100); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "timed out waiting for $what" >&2
-    return 1
-}
-
 # redis_server NAME: starts one on a free port; sets STARTED_PID, STARTED_PORT.
 redis_server() {
     STARTED_PORT="$(free_port)"
@@ -124,8 +109,6 @@ start_redis() {
     REDIS_PID="$STARTED_PID"
     REDIS_PORT="$STARTED_PORT"
 }
-
-listening() { (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
 # Two floor nodes on their own Redis, with the product's worker count.
 start_floor() {
