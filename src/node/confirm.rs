@@ -17,7 +17,7 @@
 //! Receiving side ([`Confirmations`]): the sequence numbers taken, batched
 //! per origin node, so one confirmation envelope covers many signals.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -101,7 +101,9 @@ impl Timing {
 
 /// The origin's unconfirmed signals, bounded.
 pub(crate) struct Unconfirmed {
-    entries: Mutex<HashMap<u64, Pending>>,
+    /// Keyed by sequence numbers this node hands out (no client chooses
+    /// them), so a fast hash without flooding resistance is safe.
+    entries: Mutex<FxHashMap<u64, Pending>>,
     next_seq: AtomicU64,
     capacity: usize,
     timing: Timing,
@@ -119,7 +121,7 @@ impl Unconfirmed {
     /// An empty set holding at most `capacity` signals.
     pub(crate) fn new(capacity: usize, timing: Timing) -> Unconfirmed {
         Unconfirmed {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(FxHashMap::default()),
             next_seq: AtomicU64::new(1),
             capacity,
             timing,
@@ -222,7 +224,7 @@ impl Unconfirmed {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Pending>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -231,25 +233,48 @@ impl Unconfirmed {
 /// Sequence numbers this node took, by origin, waiting to be confirmed.
 #[derive(Default)]
 pub(crate) struct Confirmations {
-    batches: Mutex<HashMap<NodeId, Vec<u64>>>,
+    batches: Mutex<Batches>,
+}
+
+/// The batches, and how many sequence numbers they hold in all.
+#[derive(Default)]
+struct Batches {
+    by_origin: FxHashMap<NodeId, Vec<u64>>,
+    len: usize,
 }
 
 impl Confirmations {
-    /// Records that signal `seq` of `origin` was taken; true when it is
-    /// the first one waiting (the flusher should be woken).
-    pub(crate) fn add(&self, origin: &NodeId, seq: u64) -> bool {
+    /// Records that these signals (origin, sequence number) were taken,
+    /// under one lock; true when they are the first waiting (the flusher
+    /// should be woken).
+    pub(crate) fn add<'a>(&self, taken: impl IntoIterator<Item = (&'a NodeId, u64)>) -> bool {
         let mut batches = self.lock();
-        let first = batches.is_empty();
-        batches.entry(origin.clone()).or_default().push(seq);
-        first
+        let was_empty = batches.len == 0;
+        for (origin, seq) in taken {
+            batches.len += 1;
+            match batches.by_origin.get_mut(origin) {
+                Some(batch) => batch.push(seq),
+                None => {
+                    batches.by_origin.insert(origin.clone(), vec![seq]);
+                }
+            }
+        }
+        was_empty && batches.len > 0
+    }
+
+    /// Sequence numbers waiting, over every origin.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len
     }
 
     /// Every waiting batch.
     pub(crate) fn take(&self) -> Vec<(NodeId, Vec<u64>)> {
-        self.lock().drain().collect()
+        let mut batches = self.lock();
+        batches.len = 0;
+        batches.by_origin.drain().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<u64>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Batches> {
         self.batches.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -414,13 +439,18 @@ mod tests {
         let c = Confirmations::default();
         let a = NodeId::new("a");
         let b = NodeId::new("b");
-        assert!(c.add(&a, 1));
-        assert!(!c.add(&a, 2));
-        assert!(!c.add(&b, 3));
+        assert!(!c.add([]), "nothing taken wakes nobody");
+        assert!(c.add([(&a, 1)]));
+        assert!(!c.add([(&a, 2), (&b, 3)]));
+        assert_eq!(c.len(), 3);
         let mut batches = c.take();
         batches.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(batches, vec![(a.clone(), vec![1, 2]), (b, vec![3])]);
         assert!(c.take().is_empty());
-        assert!(c.add(&a, 4), "a new batch after a take wakes the flusher");
+        assert_eq!(c.len(), 0);
+        assert!(
+            c.add([(&a, 4)]),
+            "a new batch after a take wakes the flusher"
+        );
     }
 }
