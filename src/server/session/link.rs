@@ -103,6 +103,13 @@ impl Link {
         }
     }
 
+    /// When the layer last returned a message or was handed out to write:
+    /// right after [`Link::next`] returned a message, the moment it was
+    /// read (one clock read per message, shared with the session).
+    pub(super) fn active_at(&self) -> Instant {
+        self.active_at
+    }
+
     /// Whether the WebSocket layer is in memory.
     #[cfg(test)]
     pub(super) fn is_awake(&self) -> bool {

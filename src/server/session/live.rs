@@ -174,7 +174,7 @@ impl Session {
                     }
                 }
                 inbound = reader::next(link) => {
-                    if let Some(end) = self.on_inbound(inbound).await {
+                    if let Some(end) = self.on_inbound(inbound, link.active_at()).await {
                         return end;
                     }
                 }
@@ -217,18 +217,19 @@ impl Session {
         }
     }
 
-    async fn on_inbound(&mut self, inbound: Inbound) -> Option<End> {
+    /// Handles what the link read at `read_at`.
+    async fn on_inbound(&mut self, inbound: Inbound, read_at: Instant) -> Option<End> {
         match inbound {
             Inbound::Frame(bytes) => {
-                self.last_inbound = Instant::now();
-                self.on_frame(bytes).await
+                self.last_inbound = read_at;
+                self.on_frame(bytes, read_at).await
             }
             // Pings are answered by the WebSocket layer and are not activity.
             Inbound::Ignored => None,
             Inbound::Closed => Some(End::Gone),
             Inbound::Refused(error) => {
                 if matches!(error, SessionError::TextMessage) {
-                    self.last_inbound = Instant::now();
+                    self.last_inbound = read_at;
                 }
                 self.reply_error(Uuid::nil(), &error);
                 debug_assert!(error.ends_session());
@@ -237,7 +238,7 @@ impl Session {
         }
     }
 
-    async fn on_frame(&mut self, bytes: Bytes) -> Option<End> {
+    async fn on_frame(&mut self, bytes: Bytes, read_at: Instant) -> Option<End> {
         let frame = Frame::decode(bytes);
         let is_connect = matches!(&frame, Ok(f) if f.message_type == MessageType::Connect);
         if !is_connect && self.limiter.check().is_err() {
@@ -277,7 +278,7 @@ impl Session {
             MessageType::Connect => Box::pin(self.refresh(&frame)).await,
             MessageType::SignalOffer
             | MessageType::SignalAnswer
-            | MessageType::SignalIceCandidate => Box::pin(self.signal(&frame)).await,
+            | MessageType::SignalIceCandidate => Box::pin(self.signal(&frame, read_at)).await,
             MessageType::Disconnect => match check_payload(&frame) {
                 Ok(()) => Some(End::Disconnect(DisconnectReason::ClientLeft)),
                 Err(error) => self.invalid(id, error),
@@ -353,7 +354,7 @@ impl Session {
         None
     }
 
-    async fn signal(&mut self, frame: &Frame) -> Option<End> {
+    async fn signal(&mut self, frame: &Frame, read_at: Instant) -> Option<End> {
         let span = crate::root_span!(
             "route",
             otel.name = %format_args!("{} route", frame.message_type.as_str()),
@@ -371,13 +372,19 @@ impl Session {
             span_id = tracing::field::Empty,
         );
         telemetry::record_ids(&span);
-        self.route_signal(frame, &span)
+        self.route_signal(frame, &span, read_at)
             .instrument(span.clone())
             .await
     }
 
-    async fn route_signal(&mut self, frame: &Frame, span: &tracing::Span) -> Option<End> {
-        let started = Instant::now();
+    /// Routes a signal read at `read_at` (the route duration counts from
+    /// then, its decoding included).
+    async fn route_signal(
+        &mut self,
+        frame: &Frame,
+        span: &tracing::Span,
+        read_at: Instant,
+    ) -> Option<End> {
         let id = frame.message_id;
         let wire: WireSignal = match decode_structured(frame) {
             Ok(w) => w,
@@ -428,7 +435,7 @@ impl Session {
         self.node
             .metrics()
             .route_duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(read_at.elapsed().as_secs_f64());
         None
     }
 
