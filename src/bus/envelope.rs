@@ -156,16 +156,17 @@ pub struct SignalEnvelope {
     pub seq: u64,
 }
 
-/// The borrowed twin of [`Envelope::Signal`] for encoding without copying
-/// the strings: same variant name and position, same field order, so the
-/// bytes are identical (a test checks it).
-#[derive(Serialize)]
+/// The borrowed twin of [`Envelope::Signal`] for encoding and decoding
+/// without copying the strings: same variant name and position, same field
+/// order, so the bytes are identical (a test checks it).
+#[derive(Serialize, Deserialize)]
 enum EnvelopeRef<'a> {
+    #[serde(borrow)]
     Signal(SignalRef<'a>),
 }
 
 /// Borrowed fields of a [`SignalEnvelope`], in the same order.
-#[derive(Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SignalRef<'a> {
     /// See [`SignalEnvelope::origin`].
     pub origin: &'a str,
@@ -182,6 +183,7 @@ pub struct SignalRef<'a> {
     /// See [`SignalEnvelope::sent_at_us`].
     pub sent_at_us: u64,
     /// See [`SignalEnvelope::traceparent`].
+    #[serde(borrow)]
     pub traceparent: Option<&'a str>,
     /// See [`SignalEnvelope::forwarded`].
     pub forwarded: bool,
@@ -189,7 +191,34 @@ pub struct SignalRef<'a> {
     pub seq: u64,
 }
 
-impl SignalRef<'_> {
+impl<'a> SignalRef<'a> {
+    /// Decodes `bytes` when they are an [`Envelope::Signal`], borrowing its
+    /// strings from them (the hot path of a receiving node: no copy, no
+    /// allocation). `None` for any other envelope, and for bytes that do
+    /// not decode ([`Envelope::decode`] then says why).
+    pub fn decode(bytes: &'a [u8]) -> Option<SignalRef<'a>> {
+        match rmp_serde::from_slice(bytes) {
+            Ok(EnvelopeRef::Signal(signal)) => Some(signal),
+            Err(_) => None,
+        }
+    }
+
+    /// The owned envelope (for work that outlives the received bytes).
+    pub fn to_owned(self) -> SignalEnvelope {
+        SignalEnvelope {
+            origin: self.origin.to_owned(),
+            kind: self.kind,
+            message_id: self.message_id,
+            source: self.source.to_owned(),
+            target: self.target.to_owned(),
+            data: self.data.to_owned(),
+            sent_at_us: self.sent_at_us,
+            traceparent: self.traceparent.map(str::to_owned),
+            forwarded: self.forwarded,
+            seq: self.seq,
+        }
+    }
+
     /// Encodes as an [`Envelope::Signal`].
     pub fn encode(self) -> Bytes {
         let mut buf = Vec::with_capacity(
@@ -198,6 +227,23 @@ impl SignalRef<'_> {
         // Serializing plain data into a Vec cannot fail.
         let _ = rmp_serde::encode::write(&mut buf, &EnvelopeRef::Signal(self));
         Bytes::from(buf)
+    }
+}
+
+impl<'a> From<&'a SignalEnvelope> for SignalRef<'a> {
+    fn from(s: &'a SignalEnvelope) -> SignalRef<'a> {
+        SignalRef {
+            origin: &s.origin,
+            kind: s.kind,
+            message_id: s.message_id,
+            source: &s.source,
+            target: &s.target,
+            data: &s.data,
+            sent_at_us: s.sent_at_us,
+            traceparent: s.traceparent.as_deref(),
+            forwarded: s.forwarded,
+            seq: s.seq,
+        }
     }
 }
 
@@ -273,27 +319,34 @@ mod tests {
             forwarded: true,
             seq: 99,
         };
-        let borrowed = SignalRef {
-            origin: &owned.origin,
-            kind: owned.kind,
-            message_id: owned.message_id,
-            source: &owned.source,
-            target: &owned.target,
-            data: &owned.data,
-            sent_at_us: owned.sent_at_us,
-            traceparent: owned.traceparent.as_deref(),
-            forwarded: owned.forwarded,
-            seq: owned.seq,
-        };
+        let borrowed = SignalRef::from(&owned);
         let bytes = borrowed.encode();
         assert_eq!(bytes, Envelope::Signal(owned.clone()).encode());
+        assert_eq!(SignalRef::decode(&bytes), Some(borrowed));
+        assert_eq!(borrowed.to_owned(), owned);
         assert_eq!(Envelope::decode(&bytes).unwrap(), Envelope::Signal(owned));
+    }
+
+    #[test]
+    fn only_signals_decode_borrowed() {
+        let others = [
+            Envelope::Confirm { seqs: vec![1, 2] },
+            Envelope::Mark { at_ms: 5 },
+            Envelope::ConfirmAgain {
+                origin: "node-a".into(),
+            },
+        ];
+        for envelope in others {
+            assert_eq!(SignalRef::decode(&envelope.encode()), None);
+        }
+        assert_eq!(SignalRef::decode(b"\x81\x00"), None);
     }
 
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = Envelope::decode(&bytes);
+            let _ = SignalRef::decode(&bytes);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use super::outbox::{Queuing, Receipt, Tag};
 use super::router::now_micros;
 use super::{Node, RouteError};
-use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope};
+use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope, SignalRef};
 use crate::ids::{ClientId, NodeId};
 use crate::presence::PresenceRegistry;
 use crate::protocol::{encode_signal, is_valid_client_id, MessageType};
@@ -32,17 +32,18 @@ impl EnvelopeSink for NodeSink {
     }
 }
 
-/// A signal envelope whose ids were checked, with its origin parsed.
-struct Inbound {
-    signal: SignalEnvelope,
+/// A signal envelope whose ids were checked, with its origin parsed; its
+/// strings borrowed from the bytes the bus received.
+struct Inbound<'a> {
+    signal: SignalRef<'a>,
     kind: MessageType,
     origin: NodeId,
 }
 
-impl Inbound {
-    fn check(signal: SignalEnvelope) -> Result<Inbound, &'static str> {
-        let origin = NodeId::parse(&signal.origin).ok_or("invalid_id")?;
-        if !is_valid_client_id(&signal.source) || !is_valid_client_id(&signal.target) {
+impl<'a> Inbound<'a> {
+    fn check(signal: SignalRef<'a>) -> Result<Inbound<'a>, &'static str> {
+        let origin = NodeId::parse(signal.origin).ok_or("invalid_id")?;
+        if !is_valid_client_id(signal.source) || !is_valid_client_id(signal.target) {
             return Err("invalid_id");
         }
         let kind = MessageType::from_u8(signal.kind)
@@ -77,6 +78,10 @@ impl Node {
 
     /// Handles one envelope from the bus.
     fn on_envelope(self: &Arc<Self>, bytes: &[u8]) {
+        // Signals, nearly every envelope, decode without copying.
+        if let Some(signal) = SignalRef::decode(bytes) {
+            return self.on_signal(signal);
+        }
         let envelope = match Envelope::decode(bytes) {
             Ok(e) => e,
             Err(error) => {
@@ -86,13 +91,8 @@ impl Node {
             }
         };
         match envelope {
-            Envelope::Signal(signal) => match Inbound::check(signal) {
-                Ok(inbound) => self.deliver_remote(inbound),
-                Err(reason) => {
-                    self.metrics.envelope_refused(reason);
-                    tracing::warn!(reason, "dropping a signal envelope with invalid fields");
-                }
-            },
+            // Decoded above already, unless it is not one after all.
+            Envelope::Signal(signal) => self.on_signal(SignalRef::from(&signal)),
             Envelope::Undeliverable {
                 target, code, seq, ..
             } => {
@@ -167,7 +167,17 @@ impl Node {
         }
     }
 
-    fn deliver_remote(self: &Arc<Self>, inbound: Inbound) {
+    fn on_signal(self: &Arc<Self>, signal: SignalRef<'_>) {
+        match Inbound::check(signal) {
+            Ok(inbound) => self.deliver_remote(inbound),
+            Err(reason) => {
+                self.metrics.envelope_refused(reason);
+                tracing::warn!(reason, "dropping a signal envelope with invalid fields");
+            }
+        }
+    }
+
+    fn deliver_remote(self: &Arc<Self>, inbound: Inbound<'_>) {
         let signal = &inbound.signal;
         let kind_name = inbound.kind.as_str();
         let span = crate::child_span!(
@@ -179,14 +189,14 @@ impl Node {
             messaging.operation.type = "receive",
             messaging.message.id = %signal.message_id,
             signal_manager.message_type = kind_name,
-            signal_manager.source = signal.source.as_str(),
-            signal_manager.target = signal.target.as_str(),
-            signal_manager.origin_node = signal.origin.as_str(),
+            signal_manager.source = signal.source,
+            signal_manager.target = signal.target,
+            signal_manager.origin_node = signal.origin,
             signal_manager.node_id = %self.id,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        if let Some(parent) = &signal.traceparent {
+        if let Some(parent) = signal.traceparent {
             telemetry::set_remote_parent(&span, parent);
         }
         telemetry::record_ids(&span);
@@ -198,7 +208,7 @@ impl Node {
 
     /// Delivers, forwards (the target moved), or bounces the failure to the
     /// origin; returns the failure.
-    fn try_deliver_remote(self: &Arc<Self>, inbound: Inbound) -> Option<RouteError> {
+    fn try_deliver_remote(self: &Arc<Self>, inbound: Inbound<'_>) -> Option<RouteError> {
         self.metrics.cross_node_received.inc();
         let Inbound {
             signal,
@@ -213,15 +223,15 @@ impl Node {
             self.bounce(&signal, &origin, RouteError::Unreachable);
             return Some(RouteError::Unreachable);
         }
-        let error = match self.hub.get(&signal.target) {
-            None if self.moved_to(&signal.target).is_some() => {
+        let error = match self.hub.get(signal.target) {
+            None if self.moved_to(signal.target).is_some() => {
                 // Its session was handed over from here: pass it on, after
                 // the handover on the same ordered path.
-                let to = self.moved_to(&signal.target)?;
-                let envelope = Envelope::Signal(SignalEnvelope {
+                let to = self.moved_to(signal.target)?;
+                let envelope = SignalRef {
                     forwarded: true,
                     ..signal
-                });
+                };
                 self.bus.publish(&to, envelope.encode(), None);
                 return None;
             }
@@ -231,6 +241,7 @@ impl Node {
                 match Arc::clone(&self.forwards).try_acquire_owned() {
                     Ok(permit) => {
                         let node = Arc::clone(self);
+                        let signal = signal.to_owned();
                         tokio::spawn(async move {
                             node.forward(signal, origin).await;
                             drop(permit);
@@ -249,9 +260,9 @@ impl Node {
                     target.codec,
                     kind,
                     signal.message_id,
-                    &signal.target,
-                    &signal.source,
-                    &signal.data,
+                    signal.target,
+                    signal.source,
+                    signal.data,
                 );
                 // Confirmed once the session has written it (a node killed
                 // before that never confirms: the origin answers), or at
@@ -260,7 +271,7 @@ impl Node {
                     origin: origin.clone(),
                     seq: signal.seq,
                 };
-                let tag = ClientId::new(&signal.source).map(|source| Tag {
+                let tag = ClientId::new(signal.source).map(|source| Tag {
                     source,
                     message_id: signal.message_id,
                     receipt: Some(receipt.clone()),
@@ -294,7 +305,7 @@ impl Node {
     }
 
     /// Tells the origin node that `signal` failed.
-    fn bounce(&self, signal: &SignalEnvelope, origin: &NodeId, error: RouteError) {
+    fn bounce(&self, signal: &SignalRef<'_>, origin: &NodeId, error: RouteError) {
         tracing::debug!(
             message_id = %signal.message_id,
             code = error.code().as_str(),
@@ -302,8 +313,8 @@ impl Node {
             "bouncing a signal to its origin"
         );
         let bounce = Envelope::Undeliverable {
-            source: signal.source.clone(),
-            target: signal.target.clone(),
+            source: signal.source.to_owned(),
+            target: signal.target.to_owned(),
             message_id: signal.message_id,
             code: error.code().as_str().to_owned(),
             seq: signal.seq,
@@ -316,21 +327,21 @@ impl Node {
     async fn forward(self: Arc<Self>, signal: SignalEnvelope, origin: NodeId) {
         let location = match self.presence.locate(&signal.target).await {
             Ok(Some(location)) if location.node_id != self.id => location,
-            Ok(_) => return self.bounce(&signal, &origin, RouteError::NotFound),
-            Err(_) => return self.bounce(&signal, &origin, RouteError::Unavailable),
+            Ok(_) => return self.bounce(&(&signal).into(), &origin, RouteError::NotFound),
+            Err(_) => return self.bounce(&(&signal).into(), &origin, RouteError::Unavailable),
         };
-        let envelope = Envelope::Signal(SignalEnvelope {
+        let envelope = SignalRef {
             forwarded: true,
-            ..signal.clone()
-        });
+            ..SignalRef::from(&signal)
+        };
         let node = Arc::clone(&self);
         self.bus.publish(
             &location.node_id,
             envelope.encode(),
             Some(Box::new(move |result| match result {
                 Ok(n) if n > 0 => {}
-                Ok(_) => node.bounce(&signal, &origin, RouteError::Unreachable),
-                Err(_) => node.bounce(&signal, &origin, RouteError::Unavailable),
+                Ok(_) => node.bounce(&(&signal).into(), &origin, RouteError::Unreachable),
+                Err(_) => node.bounce(&(&signal).into(), &origin, RouteError::Unavailable),
             })),
         );
     }

@@ -24,8 +24,9 @@ use crate::telemetry::ErrorChain;
 /// One publish of a cross-node signal, kept until the publish is answered.
 struct Attempt {
     seq: u64,
-    target: Box<str>,
     to: NodeId,
+    /// The encoded signal; its target is read back from it on the rare
+    /// paths that need it ([`Attempt::target`]), so a publish keeps no copy.
     envelope: Bytes,
     /// Already published once to a node that turned out to be gone.
     rerouted: bool,
@@ -43,6 +44,13 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) target: &'a str,
     /// The signal data.
     pub(crate) data: &'a str,
+}
+
+impl Attempt {
+    /// The signal's target, from the envelope this node encoded itself.
+    fn target(&self) -> &str {
+        SignalRef::decode(&self.envelope).map_or("", |signal| signal.target)
+    }
 }
 
 impl Node {
@@ -196,7 +204,6 @@ impl Node {
         );
         let attempt = Attempt {
             seq,
-            target: signal.target.into(),
             to: location.node_id,
             envelope,
             rerouted: false,
@@ -233,7 +240,7 @@ impl Node {
             Ok(n) if n > 0 => None,
             Ok(_) => {
                 self.metrics.publish_failed("no_subscriber");
-                self.locations.evict(&attempt.target);
+                self.locations.evict(attempt.target());
                 let pending = self.settle(attempt.seq)?;
                 // Presence decides the answer: gone, moved, or its record
                 // names the node that did not take it.
@@ -245,7 +252,7 @@ impl Node {
             Err(error @ (BusError::NotConnected | BusError::QueueFull)) => {
                 tracing::debug!(error = %ErrorChain(&error), "publish not sent");
                 self.metrics.publish_failed("unavailable");
-                self.locations.evict(&attempt.target);
+                self.locations.evict(attempt.target());
                 let pending = self.settle(attempt.seq)?;
                 self.fail(&pending, RouteError::Unavailable);
                 Some(RouteError::Unavailable)
@@ -256,28 +263,29 @@ impl Node {
             Err(error) => {
                 tracing::debug!(error = %ErrorChain(&error), "publish outcome unknown; awaiting confirmation");
                 self.metrics.publish_failed("uncertain");
-                self.locations.evict(&attempt.target);
+                self.locations.evict(attempt.target());
                 None
             }
         }
     }
 
     async fn after_no_subscriber(self: Arc<Self>, pending: Pending, attempt: Attempt) {
-        let error = match self.presence.locate(&attempt.target).await {
+        let target = attempt.target().to_owned();
+        let error = match self.presence.locate(&target).await {
             Ok(None) => RouteError::NotFound,
             // Our own record without a session: it ended a moment ago. With
             // one, the client resumed here meanwhile: the publish below goes
             // to this node's own channel and is delivered from there, in
             // order behind what the old node forwarded.
             Ok(Some(location))
-                if location.node_id == self.id && self.hub.get(&attempt.target).is_none() =>
+                if location.node_id == self.id && self.hub.get(&target).is_none() =>
             {
                 RouteError::NotFound
             }
             Ok(Some(location)) if location.node_id == attempt.to => {
                 // The record names the node that is gone: drop it, so later
                 // signals get PEER_NOT_FOUND without a publish.
-                if let Some(client) = ClientId::new(&attempt.target) {
+                if let Some(client) = ClientId::new(&target) {
                     let _ = self.presence.unregister(&client, &location).await;
                 }
                 RouteError::Unreachable
@@ -288,7 +296,7 @@ impl Node {
                 pending.to = location.node_id.clone();
                 self.unconfirmed.restore(attempt.seq, pending);
                 if location.node_id != self.id {
-                    self.locations.insert(&attempt.target, location.clone());
+                    self.locations.insert(&target, location.clone());
                 }
                 let retry = Attempt {
                     to: location.node_id,
