@@ -180,7 +180,19 @@ def main():
         product *= scale
         floor = floor * scale if floor is not None else None
         r = f"{product / floor:.2f}×" if floor else "n/a"
-        ratios.append((what, fmt(product, unit, digits), fmt(floor, unit, digits), r))
+        # Each product run beside the floor run right after it: the machine's
+        # speed drifts between minutes, so the pairs' ratios are steadier
+        # than the ratio of the medians.
+        pairs = [
+            (get(p, path), get(f, path))
+            for p, f in zip(by_label.get(label, []), by_label.get("floor_" + label[len("relay_"):], []))
+        ]
+        paired = [a / b for a, b in pairs if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b]
+        if paired:
+            pr = f"{statistics.median(paired):.2f}× ({min(paired):.2f}–{max(paired):.2f})"
+        else:
+            pr = "n/a"
+        ratios.append((what, fmt(product, unit, digits), fmt(floor, unit, digits), r, pr))
 
     ratio("saturation, 200 B, per-message (signals/s)", "relay_sat_200", "delivered_per_s")
     ratio("saturation, 2,000 B, per-message (signals/s)", "relay_sat_2000", "delivered_per_s")
@@ -216,10 +228,14 @@ def main():
             "the other. Throughput: higher is better, so a ratio below 1 is the product's cost; "
             "latency and CPU: a ratio above 1 is.",
             "",
-            "| figure | product | floor | product ÷ floor |",
-            "|---|---:|---:|---:|",
+            "The last column is the median of each run's ratio to the floor run right after it "
+            "(its range in brackets): the machine's speed drifts between minutes, so these pairs "
+            "are steadier than the ratio of the two medians beside them.",
+            "",
+            "| figure | product | floor | product ÷ floor | paired runs' ratio |",
+            "|---|---:|---:|---:|---:|",
         ]
-        lines += [f"| {w} | {p} | {f} | {r} |" for w, p, f, r in ratios]
+        lines += [f"| {w} | {p} | {f} | {r} | {pr} |" for w, p, f, r, pr in ratios]
         lines.append("")
     lines += [
         "## All figures",
