@@ -104,6 +104,28 @@ fn translation(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a receiving node does per signal from another node: encode the
+/// delivery in its client's codec from the envelope's strings.
+fn delivery(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deliver");
+    let data = "x".repeat(200);
+    for codec in [Codec::Json, Codec::Cbor, Codec::Protobuf] {
+        group.bench_function(format!("encode_signal/{}", codec.as_str()), |b| {
+            b.iter(|| {
+                encode_signal(
+                    black_box(codec),
+                    MessageType::SignalOffer,
+                    Uuid::nil(),
+                    "peer-bob-0001",
+                    "peer-alice-0001",
+                    black_box(&data),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -114,6 +136,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = frames, codecs, translation
+    targets = frames, codecs, translation, delivery
 }
 criterion_main!(benches);
