@@ -3,8 +3,9 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -80,6 +81,40 @@ impl NodeId {
     }
 }
 
+impl Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Node ids seen on the bus lately, so a receiving node validates and
+/// allocates an origin's id once, not once per signal. Bounded: it starts
+/// over once full.
+#[derive(Default)]
+pub(crate) struct KnownNodes {
+    seen: Mutex<FxHashSet<NodeId>>,
+}
+
+/// More distinct node ids than a cluster has, so it starts over only when
+/// something publishes made-up ones.
+const MAX_KNOWN_NODES: usize = 1024;
+
+impl KnownNodes {
+    /// [`NodeId::parse`], answered from the ids seen before when it can.
+    pub(crate) fn parse(&self, id: &str) -> Option<NodeId> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(id) {
+            return Some(known.clone());
+        }
+        let node = NodeId::parse(id)?;
+        if seen.len() >= MAX_KNOWN_NODES {
+            seen.clear();
+        }
+        seen.insert(node.clone());
+        Some(node)
+    }
+}
+
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
@@ -112,5 +147,30 @@ impl fmt::Debug for SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_nodes_validate_and_share_each_id() {
+        let known = KnownNodes::default();
+        let first = known.parse("node-a").expect("valid");
+        let again = known.parse("node-a").expect("valid");
+        assert!(Arc::ptr_eq(&first.0, &again.0), "parsed once, then shared");
+        assert_eq!(known.parse("no spaces"), None);
+        assert_eq!(known.parse(""), None);
+    }
+
+    #[test]
+    fn known_nodes_stay_bounded() {
+        let known = KnownNodes::default();
+        for i in 0..3 * MAX_KNOWN_NODES {
+            assert!(known.parse(&format!("node-{i}")).is_some());
+        }
+        let seen = known.seen.lock().unwrap().len();
+        assert!(seen <= MAX_KNOWN_NODES, "{seen} kept");
     }
 }

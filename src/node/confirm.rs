@@ -163,6 +163,15 @@ impl Unconfirmed {
         self.lock().remove(&seq)
     }
 
+    /// Settles every signal a confirmation lists, under one lock; how many
+    /// were still waiting (the others were settled already).
+    pub(crate) fn confirm(&self, seqs: &[u64]) -> usize {
+        let mut entries = self.lock();
+        seqs.iter()
+            .filter(|seq| entries.remove(seq).is_some())
+            .count()
+    }
+
     /// Puts a settled signal back (its publish is retried elsewhere).
     pub(crate) fn restore(&self, seq: u64, pending: Pending) {
         self.lock().insert(seq, pending);
@@ -432,6 +441,22 @@ mod tests {
         assert!(!u.track(sender(), Uuid::nil(), node("b"), 0).unwrap().1);
         assert_eq!(u.track(sender(), Uuid::nil(), node("b"), 0), Err(Full));
         assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn a_confirmation_settles_each_listed_signal_once() {
+        let u = set(10);
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| u.track(sender(), Uuid::nil(), node("b"), 0).unwrap().0)
+            .collect();
+        assert!(u.settle(seqs[1]).is_some());
+        assert_eq!(
+            u.confirm(&seqs),
+            2,
+            "the one settled already is not counted"
+        );
+        assert_eq!(u.confirm(&seqs), 0);
+        assert_eq!(u.len(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::outbox::{Queuing, Receipt, Tag};
 use super::router::now_micros;
 use super::{Node, RouteError};
 use crate::bus::{Envelope, EnvelopeSink, MessageBus, SignalEnvelope, SignalRef};
-use crate::ids::{ClientId, NodeId};
+use crate::ids::{ClientId, KnownNodes, NodeId};
 use crate::presence::PresenceRegistry;
 use crate::protocol::{encode_signal, is_valid_client_id, MessageType};
 use crate::telemetry;
@@ -41,8 +41,8 @@ struct Inbound<'a> {
 }
 
 impl<'a> Inbound<'a> {
-    fn check(signal: SignalRef<'a>) -> Result<Inbound<'a>, &'static str> {
-        let origin = NodeId::parse(signal.origin).ok_or("invalid_id")?;
+    fn check(signal: SignalRef<'a>, known: &KnownNodes) -> Result<Inbound<'a>, &'static str> {
+        let origin = known.parse(signal.origin).ok_or("invalid_id")?;
         if !is_valid_client_id(signal.source) || !is_valid_client_id(signal.target) {
             return Err("invalid_id");
         }
@@ -107,9 +107,8 @@ impl Node {
                 }
             }
             Envelope::Confirm { seqs } => {
-                for seq in seqs {
-                    self.settle(seq);
-                }
+                let settled = self.unconfirmed.confirm(&seqs);
+                self.metrics.unconfirmed.dec_by(settled as i64);
             }
             Envelope::ConfirmAgain { origin } => match NodeId::parse(&origin) {
                 Some(origin) => self.confirm_again(origin),
@@ -168,7 +167,7 @@ impl Node {
     }
 
     fn on_signal(self: &Arc<Self>, signal: SignalRef<'_>) {
-        match Inbound::check(signal) {
+        match Inbound::check(signal, &self.origins) {
             Ok(inbound) => self.deliver_remote(inbound),
             Err(reason) => {
                 self.metrics.envelope_refused(reason);

@@ -85,6 +85,8 @@ pub struct Node {
     subscribed: AtomicBool,
     /// Resumable sessions, handovers in flight, clients that moved.
     resumes: resume::Resumes,
+    /// Origins of the signals this node received lately.
+    origins: crate::ids::KnownNodes,
 }
 
 /// Forwards of envelopes whose target moved that may run at once; beyond
@@ -136,6 +138,7 @@ impl Node {
             started: tokio::time::Instant::now(),
             subscribed: AtomicBool::new(false),
             resumes: resume::Resumes::default(),
+            origins: crate::ids::KnownNodes::default(),
         }
     }
 
