@@ -65,6 +65,7 @@ impl LocalRoute {
             source: &self.source,
             target,
             data,
+            read_at: tokio::time::Instant::now(),
         };
         match self.node.route_now(&signal, &self.sender) {
             Some(result) => result.is_ok(),

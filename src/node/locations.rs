@@ -34,11 +34,12 @@ impl LocationCache {
         }
     }
 
-    /// The cached location of `client`, if fresh.
-    pub fn get(&self, client: &str) -> Option<Location> {
+    /// The cached location of `client`, if still fresh at `now` (the
+    /// caller's reading of the clock, taken for the frame it routes).
+    pub fn get(&self, client: &str, now: Instant) -> Option<Location> {
         let entries = self.lock();
         let (location, expires) = entries.get(client)?;
-        (*expires > Instant::now()).then(|| location.clone())
+        (*expires > now).then(|| location.clone())
     }
 
     /// Remembers where `client` is.
@@ -74,11 +75,11 @@ mod tests {
             session_id: SessionId::generate(),
         };
         cache.insert("bob", at.clone());
-        assert_eq!(cache.get("bob"), Some(at.clone()));
+        assert_eq!(cache.get("bob", Instant::now()), Some(at.clone()));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(cache.get("bob"), None);
+        assert_eq!(cache.get("bob", Instant::now()), None);
         cache.insert("bob", at);
         cache.evict("bob");
-        assert_eq!(cache.get("bob"), None);
+        assert_eq!(cache.get("bob", Instant::now()), None);
     }
 }

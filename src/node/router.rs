@@ -44,6 +44,9 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) target: &'a str,
     /// The signal data.
     pub(crate) data: &'a str,
+    /// When its frame was read (the cached location's freshness is judged
+    /// at that reading, not at a new one).
+    pub(crate) read_at: tokio::time::Instant,
 }
 
 impl Attempt {
@@ -71,7 +74,7 @@ impl Node {
                 .routed(false, outcome_of(&outcome, RouteOutcome::LocalDelivered));
             return Some(outcome);
         }
-        let location = self.locations.get(signal.target)?;
+        let location = self.locations.get(signal.target, signal.read_at)?;
         span.record("signal_manager.route", "remote");
         let outcome = self.publish_signal(signal, sender, location);
         self.metrics
@@ -166,6 +169,8 @@ impl Node {
                 Arc::clone(sender),
                 signal.message_id,
                 location.node_id.clone(),
+                // Read now, not at `read_at`: a presence lookup may have
+                // taken long, and the timeout counts from the publish.
                 self.now_ms(),
             )
             .map_err(|_| {

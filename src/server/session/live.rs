@@ -417,6 +417,7 @@ impl Session {
             source: self.registration.client(),
             target: &wire.target_client_id,
             data: &wire.signal_data,
+            read_at,
         };
         span.record("signal_manager.target", outgoing.target);
         // Local and cached routes complete without waiting; only a presence
