@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(fill_time(10), CONFIRM_DELAY_MAX - CONFIRM_DELAY);
         // 6,400 signals/s: 64 in 10 ms fill the batch in 10 ms more.
         assert_eq!(fill_time(64), Duration::from_millis(10));
-        assert_eq!(fill_time(CONFIRM_BATCH - 1), CONFIRM_DELAY / 127);
+        assert_eq!(
+            fill_time(CONFIRM_BATCH - 1),
+            CONFIRM_DELAY / (CONFIRM_BATCH as u32 - 1)
+        );
         assert_eq!(fill_time(CONFIRM_BATCH), Duration::ZERO);
         assert_eq!(fill_time(0), CONFIRM_DELAY_MAX - CONFIRM_DELAY);
     }

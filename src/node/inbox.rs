@@ -290,7 +290,7 @@ impl Node {
                             .cross_node_delivery
                             .observe(age_us as f64 / 1e6);
                         if queuing == Queuing::Held {
-                            self.confirm_written(&mut vec![receipt]);
+                            self.confirm_written(&[receipt]);
                         }
                         return None;
                     }

@@ -238,11 +238,10 @@ impl Node {
 
     /// A session wrote these frames from other nodes to its socket: confirm
     /// them to their origins (batched by the flusher).
-    pub(crate) fn confirm_written(&self, receipts: &mut Vec<Receipt>) {
+    pub(crate) fn confirm_written(&self, receipts: &[Receipt]) {
         let wake = self
             .confirmations
             .add(receipts.iter().map(|r| (&r.origin, r.seq)));
-        receipts.clear();
         if wake {
             self.confirm_wake.notify_one();
         }

@@ -173,8 +173,8 @@ impl Node {
     pub(crate) fn park(self: &Arc<Self>, registration: Registration) {
         let client = registration.client().clone();
         let session = registration.handle().session_id;
-        let mut held = registration.handle().park();
-        self.confirm_written(&mut held);
+        let held = registration.handle().park();
+        self.confirm_written(&held);
         lock(&self.resumes.parked).insert(client.clone(), Parked { registration });
         self.metrics.resumable.set(self.parked_count() as i64);
         let window = self.settings.server.resume_window();

@@ -163,7 +163,7 @@ impl Session {
                     // took them); a broken socket confirms nothing, and
                     // their origins answer PEER_UNREACHABLE.
                     if !matches!(written, Err(End::Gone)) {
-                        self.node.confirm_written(&mut receipts);
+                        self.node.confirm_written(&receipts);
                     }
                     receipts.clear();
                     if let Err(end) = written {
@@ -474,7 +474,7 @@ impl Session {
             } else {
                 frames.push(encode_disconnect(handle.codec, reason));
                 if send_and_close(ws, frames, close, &self.node).await {
-                    self.node.confirm_written(&mut receipts);
+                    self.node.confirm_written(&receipts);
                 }
             }
             return;
@@ -498,7 +498,7 @@ impl Session {
         }
         tracing::debug!(%client, %reason, "session ended");
         if send_and_close(ws, frames, close, &self.node).await {
-            self.node.confirm_written(&mut receipts);
+            self.node.confirm_written(&receipts);
         }
     }
 }
