@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use signal_manager_service::app::memory_node;
-use signal_manager_service::bench::LocalRoute;
+use signal_manager_service::bench::{LocalRoute, UnconfirmedSteady};
 use signal_manager_service::bus::MemoryBus;
 use signal_manager_service::config::Settings;
 use signal_manager_service::presence::MemoryPresence;
@@ -57,6 +57,20 @@ fn hub_lookup(c: &mut Criterion) {
     });
 }
 
+/// The sending node's bookkeeping per cross-node signal: track it, settle
+/// it when its confirmation comes. 3,000 waiting is a saturated node's
+/// steady state here; 50,000 one whose confirmations lag.
+fn unconfirmed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("unconfirmed");
+    for outstanding in [3_000, 50_000] {
+        let mut set = UnconfirmedSteady::new(outstanding);
+        group.bench_function(format!("track_and_confirm/{outstanding}"), |b| {
+            b.iter(|| assert!(set.step(), "a confirmation settled nothing"))
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -67,6 +81,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = local_route, hub_lookup
+    targets = local_route, hub_lookup, unconfirmed
 }
 criterion_main!(benches);

@@ -106,3 +106,63 @@ impl Target {
 fn session(codec: Codec) -> Arc<SessionHandle> {
     Arc::new(SessionHandle::new(SessionId::generate(), codec, LIMITS))
 }
+
+/// An origin's unconfirmed set in a steady state: `outstanding` signals
+/// waiting, each step publishing one and a confirmation settling the
+/// oldest in batches, as a saturated sending node does.
+pub struct UnconfirmedSteady {
+    set: super::confirm::Unconfirmed,
+    sender: Arc<SessionHandle>,
+    to: crate::ids::NodeId,
+    oldest: u64,
+    batch: Vec<u64>,
+}
+
+/// Sequence numbers one confirmation settles in the steady state.
+const CONFIRM_BATCH: usize = 64;
+
+impl UnconfirmedSteady {
+    /// A set already holding `outstanding` signals.
+    pub fn new(outstanding: usize) -> UnconfirmedSteady {
+        let set = super::confirm::Unconfirmed::new(
+            outstanding * 2 + CONFIRM_BATCH,
+            super::confirm::Timing::for_timeout(5000),
+        );
+        let sender = session(Codec::Json);
+        let to = crate::ids::NodeId::new("node-b");
+        let mut oldest = 0;
+        for i in 0..outstanding {
+            if let Ok((seq, _)) = set.track(Arc::clone(&sender), Uuid::nil(), to.clone(), 0) {
+                if i == 0 {
+                    oldest = seq;
+                }
+            }
+        }
+        UnconfirmedSteady {
+            set,
+            sender,
+            to,
+            oldest,
+            batch: Vec::with_capacity(CONFIRM_BATCH),
+        }
+    }
+
+    /// Publishes one signal and marks the oldest confirmed; every
+    /// [`CONFIRM_BATCH`] steps their confirmation settles them. True while
+    /// every confirmation settled what it named.
+    pub fn step(&mut self) -> bool {
+        let tracked = self
+            .set
+            .track(Arc::clone(&self.sender), Uuid::nil(), self.to.clone(), 0)
+            .is_ok();
+        self.batch.push(self.oldest);
+        self.oldest += 1;
+        if self.batch.len() < CONFIRM_BATCH {
+            return tracked;
+        }
+        let settled = self.set.confirm(&self.batch);
+        let all = settled == self.batch.len();
+        self.batch.clear();
+        tracked && all
+    }
+}
