@@ -23,6 +23,7 @@ mod route_error;
 mod router;
 mod trim;
 mod upkeep;
+mod wake;
 
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
@@ -146,6 +147,11 @@ impl Node {
     /// tests drive it).
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// A reading of that clock, taken earlier, in its milliseconds.
+    pub(crate) fn ms_at(&self, at: tokio::time::Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// This node's id.

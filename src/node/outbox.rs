@@ -10,10 +10,10 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use uuid::Uuid;
 
+use super::wake::Wake;
 use crate::ids::{ClientId, NodeId, SessionId};
 use crate::protocol::{Codec, DisconnectReason};
 
@@ -99,8 +99,8 @@ pub struct SessionHandle {
     pub codec: Codec,
     limits: OutboxLimits,
     queue: Mutex<Queue>,
-    notify: Notify,
-    close_notify: Notify,
+    notify: Wake,
+    close_notify: Wake,
 }
 
 impl SessionHandle {
@@ -111,8 +111,8 @@ impl SessionHandle {
             codec,
             limits,
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
-            close_notify: Notify::new(),
+            notify: Wake::default(),
+            close_notify: Wake::default(),
         }
     }
 
@@ -156,7 +156,7 @@ impl SessionHandle {
             q.frames.append(&mut waiting);
         }
         drop(q);
-        self.notify.notify_one();
+        self.notify.raise();
     }
 
     fn enqueue(
@@ -181,8 +181,8 @@ impl SessionHandle {
                 q.behind_barrier = None;
                 q.bytes = 0;
                 drop(q);
-                self.notify.notify_one();
-                self.close_notify.notify_one();
+                self.notify.raise();
+                self.close_notify.raise();
                 return Err(DeliverError::Full);
             }
             q.bytes += frame.len();
@@ -203,7 +203,7 @@ impl SessionHandle {
                 Queuing::Queued
             }
         };
-        self.notify.notify_one();
+        self.notify.raise();
         Ok(queuing)
     }
 
@@ -225,7 +225,7 @@ impl SessionHandle {
     /// A new socket took the session over: its frames go out again.
     pub(crate) fn unpark(&self) {
         self.lock().parked = false;
-        self.notify.notify_one();
+        self.notify.raise();
     }
 
     /// Records the secret of the resume token just handed out; any earlier
@@ -261,8 +261,8 @@ impl SessionHandle {
             .map(|f| (f.frame, f.tag))
             .collect();
         drop(q);
-        self.notify.notify_one();
-        self.close_notify.notify_one();
+        self.notify.raise();
+        self.close_notify.raise();
         held
     }
 
@@ -273,8 +273,8 @@ impl SessionHandle {
             q.closing = Some(reason);
         }
         drop(q);
-        self.notify.notify_one();
-        self.close_notify.notify_one();
+        self.notify.raise();
+        self.close_notify.raise();
     }
 
     /// Whether the session is ending.
@@ -306,10 +306,10 @@ impl SessionHandle {
     }
 
     /// Resolves when something was queued or a close was requested since the
-    /// last call. Cancel-safe: a wake-up missed by a dropped future is kept
-    /// as a stored permit.
+    /// last call. Cancel-safe: a wake-up missed by a dropped future is kept.
+    /// Only the session task waits on it.
     pub async fn changed(&self) {
-        self.notify.notified().await;
+        self.notify.wait().await;
     }
 
     /// Resolves when a close was requested (not on new frames): lets a
@@ -318,7 +318,7 @@ impl SessionHandle {
         if self.closing().is_some() {
             return;
         }
-        self.close_notify.notified().await;
+        self.close_notify.wait().await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {

@@ -140,15 +140,23 @@ impl Session {
         // an idle session holds no buffer of its own either.
         let mut batch = Vec::new();
         let mut receipts = Vec::new();
+        // One timer for both: the session's deadline, and before it the
+        // moment an awake link may rest. Both move later with every frame;
+        // the timer is moved only earlier, and when it fires before the
+        // moment now due, it is set again: a frame costs no timer update.
+        let mut timer = std::pin::pin!(sleep_until(self.deadline().0));
         loop {
             let (deadline, is_expiry) = self.deadline();
-            // One timer for both: the session's deadline, and before it the
-            // moment an awake link may rest.
             let rest_at = link.rest_due().filter(|at| *at < deadline);
+            let due = rest_at.unwrap_or(deadline);
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             // Cancel-safe branches: `changed` keeps a stored permit, reading
             // keeps partial frames in the link (a dormant link only waits
-            // for readiness), the sleep is recomputed. Biased: when the
-            // sleep is taken, the read was just polled and found nothing.
+            // for readiness), the timer is checked against the moment due.
+            // Biased: when the timer is taken, the read was just polled and
+            // found nothing.
             tokio::select! {
                 biased;
                 _ = self.registration.handle().changed() => {
@@ -178,7 +186,11 @@ impl Session {
                         return end;
                     }
                 }
-                _ = sleep_until(rest_at.unwrap_or(deadline)) => {
+                _ = &mut timer => {
+                    if due > Instant::now() {
+                        timer.as_mut().reset(due);
+                        continue;
+                    }
                     if rest_at.is_some() {
                         if link.rest_if_quiet().await {
                             batch = Vec::new();
