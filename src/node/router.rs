@@ -76,7 +76,9 @@ impl Node {
         }
         let location = self.locations.get(signal.target, signal.read_at)?;
         span.record("signal_manager.route", "remote");
-        let outcome = self.publish_signal(signal, sender, location);
+        // Nothing was awaited since the frame was read: its reading is the
+        // publish time.
+        let outcome = self.publish_signal(signal, sender, location, signal.read_at);
         self.metrics
             .routed(true, outcome_of(&outcome, RouteOutcome::RemotePublished));
         Some(outcome)
@@ -92,7 +94,9 @@ impl Node {
         let result = match self.lookup(signal.target).await {
             Ok(location) => {
                 self.locations.insert(signal.target, location.clone());
-                self.publish_signal(signal, sender, location)
+                // Read now: the lookup may have taken long, and the
+                // timeout counts from the publish.
+                self.publish_signal(signal, sender, location, tokio::time::Instant::now())
             }
             // The target arrived here while presence was asked (a session
             // resumed or connected on this node meanwhile).
@@ -157,11 +161,13 @@ impl Node {
 
     /// Publishes to the target's node and waits (without blocking) for its
     /// confirmation; refused at once when too many signals wait already.
+    /// `published_at`: a clock reading no older than this publish.
     fn publish_signal(
         self: &Arc<Self>,
         signal: &Outgoing<'_>,
         sender: &Arc<SessionHandle>,
         location: Location,
+        published_at: tokio::time::Instant,
     ) -> Result<(), RouteError> {
         let (seq, first) = self
             .unconfirmed
@@ -169,9 +175,7 @@ impl Node {
                 Arc::clone(sender),
                 signal.message_id,
                 location.node_id.clone(),
-                // Read now, not at `read_at`: a presence lookup may have
-                // taken long, and the timeout counts from the publish.
-                self.now_ms(),
+                self.ms_at(published_at),
             )
             .map_err(|_| {
                 self.metrics.publish_failed("unconfirmed_full");
