@@ -29,6 +29,11 @@ use crate::protocol::{
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
+/// How far the session's timer may lag behind the moment due before a
+/// frame moves it: at most one timer update per this much traffic, and an
+/// early wake-up only after a gap this long.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
+
 // ---------------------------------------------------------------------------
 // An authenticated session
 // ---------------------------------------------------------------------------
@@ -142,14 +147,17 @@ impl Session {
         let mut receipts = Vec::new();
         // One timer for both: the session's deadline, and before it the
         // moment an awake link may rest. Both move later with every frame;
-        // the timer is moved only earlier, and when it fires before the
-        // moment now due, it is set again: a frame costs no timer update.
+        // the timer is moved at once when the moment due comes earlier, but
+        // later only once it lags by [`TIMER_SLACK`], and when it fires
+        // before the moment now due, it is set again. A busy session so
+        // neither updates its timer per frame nor wakes per rest period.
         let mut timer = std::pin::pin!(sleep_until(self.deadline().0));
         loop {
             let (deadline, is_expiry) = self.deadline();
             let rest_at = link.rest_due().filter(|at| *at < deadline);
             let due = rest_at.unwrap_or(deadline);
-            if due < timer.deadline() {
+            let armed = timer.deadline();
+            if due < armed || due > armed + TIMER_SLACK {
                 timer.as_mut().reset(due);
             }
             // Cancel-safe branches: `changed` keeps a stored permit, reading
