@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Profiles the two nodes of a relay scenario with perf: the product's or
 # the floor's (TARGET=product|floor), at RATE signals/s (0: saturation) in
-# the headline shape (100 pairs, senders on node 1, receivers on node 2,
-# 200 B, one WebSocket message per signal). Prints each node's hottest
+# the headline shape (PAIRS pairs, 100 by default, senders on node 1,
+# receivers on node 2, 200 B, one WebSocket message per signal). Prints each node's hottest
 # symbols (self time) and the loadgen's result line; the perf data stays in
 # OUT for `perf report -i`. With MODE=stat, counts instead what each
 # process does per signal over the measured part: context switches, CPU
-# migrations, system calls and task-clock time (`perf stat`).
+# migrations, system calls and task-clock time (`perf stat`). With
+# MODE=callgrind, runs the receiving node (node 2) under valgrind's
+# callgrind and counts the instructions it executes in user space per
+# signal over the measured part: unlike time, the count repeats from run
+# to run whatever else the machine does, so it shows a change of a few
+# per cent in the node's own code. The node runs about fifty times slower
+# under callgrind, so use a low RATE with fewer pairs: PAIRS=20 RATE=200
+# gives each connection the traffic of the 1,000/s headline (10 signals/s).
 #
 #   TARGET=product RATE=1000 bash bench/profile.sh
 #   TARGET=floor RATE=1000 bash bench/profile.sh
 #   TARGET=floor RATE=1000 MODE=stat bash bench/profile.sh
+#   TARGET=product PAIRS=20 RATE=200 MODE=callgrind bash bench/profile.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -23,10 +31,17 @@ mkdir -p "$OUT"
 TOP="${TOP:-35}"
 MODE="${MODE:-record}"
 SECRET="profile-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-command -v perf >/dev/null || {
-    echo "perf is missing (apt-get install -y linux-perf)" >&2
-    exit 1
-}
+if [[ "$MODE" == callgrind ]]; then
+    command -v valgrind >/dev/null || {
+        echo "valgrind is missing (apt-get install -y valgrind)" >&2
+        exit 1
+    }
+else
+    command -v perf >/dev/null || {
+        echo "perf is missing (apt-get install -y linux-perf)" >&2
+        exit 1
+    }
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo build --release --quiet -p signal-manager-service -p signal-manager-loadgen \
@@ -54,8 +69,14 @@ FLAGS=()
 NODES=()
 for i in 1 2; do
     port="$(free_port)"
+    WRAP=()
+    if [[ "$MODE" == callgrind && "$i" == 2 ]]; then
+        # Instrumented only from the start of the measured part.
+        WRAP=(valgrind -q --tool=callgrind --instr-atstart=no
+            --callgrind-out-file="$OUT/node-2.callgrind")
+    fi
     if [[ "$TARGET" == floor ]]; then
-        "$FLOOR_BIN" --port "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+        "${WRAP[@]}" "$FLOOR_BIN" --port "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
             --node-id "floor-$i" --key-prefix floor --worker-threads 1 \
             >>"$OUT/node-$i.log" 2>&1 &
     else
@@ -68,7 +89,7 @@ for i in 1 2; do
             SIGNAL_MANAGER_CLUSTER_KEY_PREFIX=profile \
             SIGNAL_MANAGER_LOGGING_LEVEL=warn \
             SIGNAL_MANAGER_SERVER_WORKER_THREADS=1 \
-            "$BIN" --port "$port" --admin-port "$admin" \
+            "${WRAP[@]}" "$BIN" --port "$port" --admin-port "$admin" \
             --redis-url "redis://127.0.0.1:$REDIS_PORT" --node-id "profile-node-$i" \
             >>"$OUT/node-$i.log" 2>&1 &
     fi
@@ -80,7 +101,7 @@ done
 
 LOAD=(--window 16)
 if [[ "$RATE" != 0 ]]; then LOAD=(--rate "$RATE"); fi
-"$LOADGEN" relay "${FLAGS[@]}" --pairs 100 --one-way --duration "$DURATION" --warmup 2 \
+"$LOADGEN" relay "${FLAGS[@]}" --pairs "${PAIRS:-100}" --one-way --duration "$DURATION" --warmup 2 \
     --size 200 "${LOAD[@]}" --secret "$SECRET" --label "profile_$TARGET" \
     --redis-pid "$REDIS_PID" >"$OUT/result.json" 2>"$OUT/loadgen.log" &
 LG=$!
@@ -90,6 +111,26 @@ WINDOW=$((DURATION - 4))
 PROCS=("${NODES[0]}" "${NODES[1]}" "$REDIS_PID")
 NAMES=(node-1 node-2 redis)
 PERFS=()
+if [[ "$MODE" == callgrind ]]; then
+    callgrind_control -i on "${NODES[1]}" >/dev/null 2>&1
+    sleep "$WINDOW"
+    callgrind_control -d "${NODES[1]}" >/dev/null 2>&1
+    callgrind_control -i off "${NODES[1]}" >/dev/null 2>&1
+    wait "$LG" || true
+    signals="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["delivered_per_s"])' \
+        "$OUT/result.json" 2>/dev/null || echo 0)"
+    dump="$(ls -t "$OUT"/node-2.callgrind* | head -1)"
+    total="$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")"
+    echo "== $TARGET node-2 under callgrind (at $signals signals/s over ${WINDOW} s)"
+    awk -v t="$total" -v n="$signals" -v w="$WINDOW" 'BEGIN {
+        printf "  %-24s %12d\n", "instructions", t
+        if (n > 0) printf "  %-24s %12.0f\n", "instructions per signal", t / (n * w)
+    }'
+    echo "  top functions: callgrind_annotate $dump | head -60"
+    echo "== result"
+    cat "$OUT/result.json"
+    exit 0
+fi
 for i in 0 1 2; do
     if [[ "$MODE" == stat ]]; then
         perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
