@@ -188,10 +188,17 @@ impl Node {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Marks the node draining (readiness turns 503).
+    /// Marks the node draining (readiness turns 503) and wakes every
+    /// local session, which then sees the drain and ends with
+    /// SERVER_SHUTDOWN. A session registered after this snapshot of the
+    /// hub checks the flag when its loop starts: the flag is set before the
+    /// hub is read, so it cannot miss both.
     pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
         self.metrics.draining.set(1);
+        for (_, handle) in self.hub.snapshot() {
+            handle.nudge();
+        }
     }
 
     /// Whether other nodes may exist (a cluster backend, not memory).

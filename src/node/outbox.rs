@@ -266,6 +266,12 @@ impl SessionHandle {
         held
     }
 
+    /// Makes the session task look at its queue and at its node (a drain)
+    /// without queueing anything.
+    pub(crate) fn nudge(&self) {
+        self.notify.raise();
+    }
+
     /// Asks the session to end with `reason`; the first reason wins.
     pub fn close(&self, reason: DisconnectReason) {
         let mut q = self.lock();

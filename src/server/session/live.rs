@@ -26,7 +26,6 @@ use crate::protocol::{
     decode_structured, encode_disconnect, encode_frame, encode_raw, CloseCode, ConnectAckPayload,
     ConnectPayload, DisconnectReason, Frame, MessageType, WireSignal,
 };
-use crate::shutdown::Shutdown;
 use crate::telemetry;
 
 /// How far the session's timer may lag behind the moment due before a
@@ -140,7 +139,14 @@ impl Session {
         self.queue(error.frame(self.handle().codec, id));
     }
 
-    pub(super) async fn serve(&mut self, link: &mut Link, shutdown: &mut Shutdown) -> End {
+    /// The session loop, until the session ends. A drain is seen through
+    /// the session's own wake-up ([`Node::start_draining`] nudges every
+    /// session), not by polling the node-wide drain signal with each frame:
+    /// that signal's waiter list is one lock shared by every session.
+    pub(super) async fn serve(&mut self, link: &mut Link) -> End {
+        if self.node.is_draining() {
+            return End::Disconnect(DisconnectReason::ServerShutdown);
+        }
         // Both start empty and are emptied again whenever the link rests:
         // an idle session holds no buffer of its own either.
         let mut batch = Vec::new();
@@ -188,6 +194,9 @@ impl Session {
                     if let Some(reason) = closing {
                         return End::Disconnect(reason);
                     }
+                    if self.node.is_draining() {
+                        return End::Disconnect(DisconnectReason::ServerShutdown);
+                    }
                 }
                 inbound = reader::next(link) => {
                     if let Some(end) = self.on_inbound(inbound, link.active_at()).await {
@@ -212,7 +221,6 @@ impl Session {
                         DisconnectReason::IdleTimeout
                     });
                 }
-                _ = shutdown.wait() => return End::Disconnect(DisconnectReason::ServerShutdown),
             }
         }
     }

@@ -57,7 +57,7 @@ pub(super) async fn run(node: &Arc<Node>, ws: Box<Ws>, mut shutdown: Shutdown) {
     let Some(mut session) = Box::pin(authenticate(node, &mut link, &mut shutdown)).await else {
         return;
     };
-    let end = session.serve(&mut link, &mut shutdown).await;
+    let end = session.serve(&mut link).await;
     Box::pin(session.finish(link.ws(), end)).await;
 }
 
