@@ -7,8 +7,8 @@
 # OUT for `perf report -i`. With MODE=stat, counts instead what each
 # process does per signal over the measured part: context switches, CPU
 # migrations, system calls and task-clock time (`perf stat`). With
-# MODE=callgrind, runs the receiving node (node 2) under valgrind's
-# callgrind and counts the instructions it executes in user space per
+# MODE=callgrind, runs one node (CG_NODE: 2, the receiving one, by default;
+# 1 is the sending one) under valgrind's callgrind and counts the instructions it executes in user space per
 # signal over the measured part: unlike time, the count repeats from run
 # to run whatever else the machine does, so it shows a change of a few
 # per cent in the node's own code. The node runs about fifty times slower
@@ -70,10 +70,10 @@ NODES=()
 for i in 1 2; do
     port="$(free_port)"
     WRAP=()
-    if [[ "$MODE" == callgrind && "$i" == 2 ]]; then
+    if [[ "$MODE" == callgrind && "$i" == "${CG_NODE:-2}" ]]; then
         # Instrumented only from the start of the measured part.
         WRAP=(valgrind -q --tool=callgrind --instr-atstart=no
-            --callgrind-out-file="$OUT/node-2.callgrind")
+            --callgrind-out-file="$OUT/node-$i.callgrind")
     fi
     if [[ "$TARGET" == floor ]]; then
         "${WRAP[@]}" "$FLOOR_BIN" --port "$port" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
@@ -112,16 +112,18 @@ PROCS=("${NODES[0]}" "${NODES[1]}" "$REDIS_PID")
 NAMES=(node-1 node-2 redis)
 PERFS=()
 if [[ "$MODE" == callgrind ]]; then
-    callgrind_control -i on "${NODES[1]}" >/dev/null 2>&1
+    CG_NODE="${CG_NODE:-2}"
+    CG_PID="${NODES[$((CG_NODE - 1))]}"
+    callgrind_control -i on "$CG_PID" >/dev/null 2>&1
     sleep "$WINDOW"
-    callgrind_control -d "${NODES[1]}" >/dev/null 2>&1
-    callgrind_control -i off "${NODES[1]}" >/dev/null 2>&1
+    callgrind_control -d "$CG_PID" >/dev/null 2>&1
+    callgrind_control -i off "$CG_PID" >/dev/null 2>&1
     wait "$LG" || true
     signals="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["delivered_per_s"])' \
         "$OUT/result.json" 2>/dev/null || echo 0)"
-    dump="$(ls -t "$OUT"/node-2.callgrind* | head -1)"
+    dump="$(ls -t "$OUT"/node-$CG_NODE.callgrind* | head -1)"
     total="$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")"
-    echo "== $TARGET node-2 under callgrind (at $signals signals/s over ${WINDOW} s)"
+    echo "== $TARGET node-$CG_NODE under callgrind (at $signals signals/s over ${WINDOW} s)"
     awk -v t="$total" -v n="$signals" -v w="$WINDOW" 'BEGIN {
         printf "  %-24s %12d\n", "instructions", t
         if (n > 0) printf "  %-24s %12.0f\n", "instructions per signal", t / (n * w)

@@ -13,12 +13,13 @@
 //! coming back), it unsubscribes first and hands over everything that
 //! arrived before the reply: Redis counted those as received.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -39,9 +40,12 @@ const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
 /// the node receives nothing meanwhile (a live server answers in a round
 /// trip; a dead connection never does).
 const LEAVE_TIMEOUT: Duration = Duration::from_millis(250);
+/// More node channels than a cluster has: the cache of their names starts
+/// over only when something named made-up nodes.
+const MAX_CHANNEL_NAMES: usize = 1024;
 
 struct PublishRequest {
-    channel: String,
+    channel: Arc<str>,
     payload: Bytes,
     done: Option<PublishDone>,
 }
@@ -53,6 +57,9 @@ pub struct RedisBus {
     queue: mpsc::Sender<PublishRequest>,
     resubscribe: Arc<Notify>,
     leaves: Leaves,
+    /// Node channel names by node, built once: a publish shares one
+    /// instead of formatting it.
+    channels: Mutex<FxHashMap<NodeId, Arc<str>>>,
 }
 
 impl RedisBus {
@@ -76,11 +83,21 @@ impl RedisBus {
             queue,
             resubscribe: Arc::new(Notify::new()),
             leaves: Leaves::default(),
+            channels: Mutex::default(),
         }
     }
 
-    fn channel(&self, node: &NodeId) -> String {
-        self.names.node_channel(node.as_str())
+    fn channel(&self, node: &NodeId) -> Arc<str> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = channels.get(node) {
+            return Arc::clone(name);
+        }
+        if channels.len() >= MAX_CHANNEL_NAMES {
+            channels.clear();
+        }
+        let name: Arc<str> = self.names.node_channel(node.as_str()).into();
+        channels.insert(node.clone(), Arc::clone(&name));
+        name
     }
 }
 
@@ -105,7 +122,7 @@ impl MessageBus for RedisBus {
         let leave = self.leaves.add();
         tokio::spawn(run_subscriber(
             self.client.clone(),
-            self.channel(node),
+            self.names.node_channel(node.as_str()),
             Arc::downgrade(&sink),
             Arc::clone(&self.resubscribe),
             leave,
@@ -161,9 +178,13 @@ async fn run_publisher(
         let result = match connection.as_mut() {
             None => Err(BusError::NotConnected),
             Some(conn) => {
-                let mut pipe = redis::pipe();
+                let mut pipe = redis::Pipeline::with_capacity(batch.len());
                 for r in &batch {
-                    pipe.cmd("PUBLISH").arg(&r.channel).arg(&r.payload[..]);
+                    // Sized up front: the command's buffer never grows.
+                    let mut publish =
+                        redis::Cmd::with_capacity(3, 7 + r.channel.len() + r.payload.len());
+                    publish.arg("PUBLISH").arg(&*r.channel).arg(&r.payload[..]);
+                    pipe.add_command(publish);
                 }
                 let started = Instant::now();
                 let outcome =
