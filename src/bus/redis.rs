@@ -190,7 +190,7 @@ async fn run_publisher(
                 let outcome =
                     tokio::time::timeout(ROUND_TRIP_TIMEOUT, pipe.query_async::<Vec<usize>>(conn))
                         .await;
-                metrics.redis_command("PUBLISH", started.elapsed().as_secs_f64());
+                metrics.redis_publish(started.elapsed().as_secs_f64());
                 match outcome {
                     Ok(Ok(counts)) if counts.len() == batch.len() => Ok(counts),
                     Ok(Ok(counts)) => Err(BusError::ReplyCount {
