@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the local route decision: a signal whose target is
 //! on the same node is encoded in the target's codec and queued on its
 //! outbox without touching the cluster backend; plus the hub lookup that
-//! decides it. Built on the real node with in-memory backends; needs
+//! decides it, and the envelope a cross-node signal travels in. Built on the real node with in-memory backends; needs
 //! `cargo bench --features bench`.
 
 use std::hint::black_box;
@@ -10,10 +10,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use signal_manager_service::app::memory_node;
 use signal_manager_service::bench::{LocalRoute, UnconfirmedSteady};
-use signal_manager_service::bus::MemoryBus;
+use signal_manager_service::bus::{Envelope, MemoryBus, SignalEnvelope, SignalRef};
 use signal_manager_service::config::Settings;
 use signal_manager_service::presence::MemoryPresence;
 use signal_manager_service::protocol::Codec;
+use uuid::Uuid;
 
 /// Local sessions in the hub besides the benchmarked ones.
 const OTHER_SESSIONS: usize = 10_000;
@@ -71,6 +72,36 @@ fn unconfirmed(c: &mut Criterion) {
     group.finish();
 }
 
+/// A cross-node signal's envelope, written by the sending node and read by
+/// the receiving one on the hot path; beside it, rmp-serde's full decode,
+/// which every other envelope (and any unusual shape of this one) takes.
+fn envelope(c: &mut Criterion) {
+    let owned = SignalEnvelope {
+        origin: "node-1".into(),
+        kind: 0x12,
+        message_id: Uuid::new_v4(),
+        source: "peer-alice-0001".into(),
+        target: "peer-bob-0001".into(),
+        data: "x".repeat(200),
+        sent_at_us: 1_764_000_000_000_000,
+        traceparent: None,
+        forwarded: false,
+        seq: 123_456,
+    };
+    let bytes = SignalRef::from(&owned).encode();
+    let mut group = c.benchmark_group("envelope");
+    group.bench_function("signal/encode", |b| {
+        b.iter(|| SignalRef::from(black_box(&owned)).encode())
+    });
+    group.bench_function("signal/decode", |b| {
+        b.iter(|| SignalRef::decode(black_box(&bytes)).is_some())
+    });
+    group.bench_function("signal/decode_rmp_serde", |b| {
+        b.iter(|| Envelope::decode(black_box(&bytes)).is_ok())
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -81,6 +112,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = local_route, hub_lookup, unconfirmed
+    targets = local_route, hub_lookup, unconfirmed, envelope
 }
 criterion_main!(benches);

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod signal_wire;
+
 /// A message on a node's channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Envelope {
@@ -156,17 +158,10 @@ pub struct SignalEnvelope {
     pub seq: u64,
 }
 
-/// The borrowed twin of [`Envelope::Signal`] for encoding and decoding
-/// without copying the strings: same variant name and position, same field
-/// order, so the bytes are identical (a test checks it).
-#[derive(Serialize, Deserialize)]
-enum EnvelopeRef<'a> {
-    #[serde(borrow)]
-    Signal(SignalRef<'a>),
-}
-
-/// Borrowed fields of a [`SignalEnvelope`], in the same order.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// Borrowed fields of a [`SignalEnvelope`], in the same order, for encoding
+/// and decoding without copying the strings: the bytes are those of
+/// [`Envelope::Signal`] (tests in `signal_wire` hold them equal).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SignalRef<'a> {
     /// See [`SignalEnvelope::origin`].
     pub origin: &'a str,
@@ -183,7 +178,6 @@ pub struct SignalRef<'a> {
     /// See [`SignalEnvelope::sent_at_us`].
     pub sent_at_us: u64,
     /// See [`SignalEnvelope::traceparent`].
-    #[serde(borrow)]
     pub traceparent: Option<&'a str>,
     /// See [`SignalEnvelope::forwarded`].
     pub forwarded: bool,
@@ -197,10 +191,7 @@ impl<'a> SignalRef<'a> {
     /// allocation). `None` for any other envelope, and for bytes that do
     /// not decode ([`Envelope::decode`] then says why).
     pub fn decode(bytes: &'a [u8]) -> Option<SignalRef<'a>> {
-        match rmp_serde::from_slice(bytes) {
-            Ok(EnvelopeRef::Signal(signal)) => Some(signal),
-            Err(_) => None,
-        }
+        signal_wire::decode(bytes)
     }
 
     /// The owned envelope (for work that outlives the received bytes).
@@ -221,12 +212,7 @@ impl<'a> SignalRef<'a> {
 
     /// Encodes as an [`Envelope::Signal`].
     pub fn encode(self) -> Bytes {
-        let mut buf = Vec::with_capacity(
-            64 + self.origin.len() + self.source.len() + self.target.len() + self.data.len(),
-        );
-        // Serializing plain data into a Vec cannot fail.
-        let _ = rmp_serde::encode::write(&mut buf, &EnvelopeRef::Signal(self));
-        Bytes::from(buf)
+        signal_wire::encode(&self)
     }
 }
 
