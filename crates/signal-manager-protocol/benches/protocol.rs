@@ -56,6 +56,10 @@ fn codecs(c: &mut Criterion) {
         group.bench_function(format!("{}/decode", codec.as_str()), |b| {
             b.iter(|| codec.decode::<WireSignal>(black_box(&payload)))
         });
+        // What a node reads from a client: borrowed where the codec allows.
+        group.bench_function(format!("{}/decode_signal", codec.as_str()), |b| {
+            b.iter(|| codec.decode_signal(black_box(&payload)).is_ok())
+        });
         group.bench_function(format!("{}/encode", codec.as_str()), |b| {
             b.iter(|| {
                 encode_frame(

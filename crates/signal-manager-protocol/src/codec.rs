@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::PayloadType;
+use super::{PayloadType, SignalFields, WireSignal};
 
 /// A structured payload encoding; a session's codec is the one of its CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -79,10 +79,7 @@ impl Codec {
     {
         match self {
             Codec::Json => {
-                let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-                if first != Some(&b'{') {
-                    return Err(PayloadError::Json("expected a JSON object".into()));
-                }
+                expect_json_object(bytes)?;
                 serde_json::from_slice(bytes).map_err(|e| PayloadError::Json(e.to_string()))
             }
             Codec::Cbor => {
@@ -93,6 +90,19 @@ impl Codec {
                 ciborium::from_reader(bytes).map_err(|e| PayloadError::Cbor(cbor_reason(&e)))
             }
             Codec::Protobuf => T::decode(bytes).map_err(|e| PayloadError::Protobuf(e.to_string())),
+        }
+    }
+
+    /// Decodes a client's SIGNAL_* payload, borrowing its strings from
+    /// `bytes` where the codec allows it (JSON). Accepts and refuses what
+    /// `decode::<WireSignal>` does. Never panics.
+    pub fn decode_signal(self, bytes: &[u8]) -> Result<SignalFields<'_>, PayloadError> {
+        match self {
+            Codec::Json => {
+                expect_json_object(bytes)?;
+                serde_json::from_slice(bytes).map_err(|e| PayloadError::Json(e.to_string()))
+            }
+            Codec::Cbor | Codec::Protobuf => self.decode::<WireSignal>(bytes).map(Into::into),
         }
     }
 
@@ -116,6 +126,14 @@ impl Codec {
     }
 }
 
+/// JSON payloads are objects at the top level.
+fn expect_json_object(bytes: &[u8]) -> Result<(), PayloadError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(PayloadError::Json("expected a JSON object".into())),
+    }
+}
+
 fn cbor_reason<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
     match e {
         ciborium::de::Error::Semantic(_, msg) => msg.clone(),
@@ -130,6 +148,7 @@ mod tests {
     use super::*;
     use crate::{ConnectPayload, WireSignal};
     use proptest::prelude::*;
+    use std::borrow::Cow;
 
     fn round_trip<T>(codec: Codec, value: &T) -> T
     where
@@ -178,6 +197,59 @@ mod tests {
             .is_err());
     }
 
+    /// What `decode_signal` reads, as an owned signal.
+    fn signal_fields(codec: Codec, bytes: &[u8]) -> Option<WireSignal> {
+        codec.decode_signal(bytes).ok().map(|f| WireSignal {
+            target_client_id: f.target_client_id.into_owned(),
+            source_client_id: f.source_client_id.into_owned(),
+            signal_data: f.signal_data.into_owned(),
+        })
+    }
+
+    fn owned_signal(codec: Codec, bytes: &[u8]) -> Option<WireSignal> {
+        codec.decode::<WireSignal>(bytes).ok()
+    }
+
+    #[test]
+    fn json_signal_strings_are_borrowed_unless_escaped() {
+        let plain = br#"{"target_client_id":"bob","signal_data":"candidate:1 1 udp"}"#;
+        let fields = Codec::Json.decode_signal(plain).unwrap();
+        assert!(matches!(fields.target_client_id, Cow::Borrowed("bob")));
+        assert!(matches!(
+            fields.signal_data,
+            Cow::Borrowed("candidate:1 1 udp")
+        ));
+        let escaped = br#"{"target_client_id":"bob","signal_data":"v=0\r\n"}"#;
+        let fields = Codec::Json.decode_signal(escaped).unwrap();
+        assert_eq!(fields.signal_data, "v=0\r\n");
+        assert!(matches!(fields.signal_data, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn signal_fields_refuse_what_wire_signal_refuses_by_example() {
+        for bad in [
+            &br#"{"target_client_id":"b","signal_data":"x","source_client_id":5}"#[..],
+            br#"{"target_client_id":"b","target_client_id":"c","signal_data":"x"}"#,
+            br#"{"target_client_id":"b"}"#,
+            br#"{"signal_data":"x"}"#,
+            br#"{"target_client_id":null,"signal_data":"x"}"#,
+            br#"["b","x"]"#,
+            b" \"b\"",
+            b"{\"target_client_id\":\"\xff\",\"signal_data\":\"x\"}",
+            b"",
+        ] {
+            assert!(Codec::Json.decode::<WireSignal>(bad).is_err(), "{bad:?}");
+            assert!(Codec::Json.decode_signal(bad).is_err(), "{bad:?}");
+        }
+        let extra =
+            br#"{"target_client_id":"b","signal_data":"x","source_client_id":"me","more":[1]}"#;
+        assert_eq!(
+            signal_fields(Codec::Json, extra),
+            owned_signal(Codec::Json, extra)
+        );
+        assert!(signal_fields(Codec::Json, extra).is_some());
+    }
+
     #[test]
     fn unknown_fields_are_ignored() {
         let p: ConnectPayload = Codec::Json
@@ -200,7 +272,36 @@ mod tests {
             for codec in Codec::ALL {
                 let _ = codec.decode::<WireSignal>(&bytes);
                 let _ = codec.decode::<ConnectPayload>(&bytes);
+                prop_assert_eq!(signal_fields(codec, &bytes), owned_signal(codec, &bytes));
             }
+        }
+
+        #[test]
+        fn signal_fields_read_what_wire_signal_reads(target in ".{0,40}", source in ".{0,40}", data in ".{0,300}") {
+            let s = WireSignal { target_client_id: target, source_client_id: source, signal_data: data };
+            for codec in Codec::ALL {
+                let mut buf = BytesMut::new();
+                codec.encode_into(&s, &mut buf);
+                prop_assert_eq!(signal_fields(codec, &buf), Some(s.clone()));
+            }
+        }
+
+        /// Damaged JSON signals: the borrowed decode accepts and refuses
+        /// exactly what the owned one does, and reads the same values.
+        #[test]
+        fn signal_fields_refuse_what_wire_signal_refuses(
+            data in ".{0,60}",
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:0a5 \\tnul".to_vec()),
+        ) {
+            let mut bytes = serde_json::to_vec(&WireSignal {
+                target_client_id: "bob".into(),
+                source_client_id: String::new(),
+                signal_data: data,
+            }).unwrap();
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+            prop_assert_eq!(signal_fields(Codec::Json, &bytes), owned_signal(Codec::Json, &bytes));
         }
     }
 }

@@ -18,10 +18,10 @@ pub use frame::{
     START_BYTE,
 };
 pub use message::{
-    decode_structured, encode_disconnect, encode_error, encode_frame, encode_raw, encode_signal,
-    DecodeError, EncodeError, Message, Payload, RawPayload,
+    decode_signal, decode_structured, encode_disconnect, encode_error, encode_frame, encode_raw,
+    encode_signal, DecodeError, EncodeError, Message, Payload, RawPayload,
 };
 pub use payload::{
     is_valid_client_id, ConnectAckPayload, ConnectPayload, DisconnectPayload, ErrorPayload,
-    IceServer, SignalPayload, WireConnect, WireSignal, MAX_CLIENT_ID_LEN,
+    IceServer, SignalFields, SignalPayload, WireConnect, WireSignal, MAX_CLIENT_ID_LEN,
 };

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::frame::{patch_length, write_header};
 use super::{
     Codec, ConnectAckPayload, ConnectPayload, DisconnectPayload, ErrorCode, ErrorPayload, Frame,
-    FrameError, MessageType, PayloadError, PayloadType, SignalPayload, WireSignal,
+    FrameError, MessageType, PayloadError, PayloadType, SignalFields, SignalPayload, WireSignal,
 };
 
 /// A free-form payload (HEARTBEAT, HEARTBEAT_ACK, empty DISCONNECT).
@@ -137,6 +137,14 @@ where
     Codec::from_payload_type(frame.payload_type)
         .ok_or(PayloadError::NotStructured)?
         .decode(&frame.payload)
+}
+
+/// Decodes the payload of a client's SIGNAL_* frame, borrowing its strings
+/// from the frame where the codec allows it; refuses raw payload types.
+pub fn decode_signal(frame: &Frame) -> Result<SignalFields<'_>, PayloadError> {
+    Codec::from_payload_type(frame.payload_type)
+        .ok_or(PayloadError::NotStructured)?
+        .decode_signal(&frame.payload)
 }
 
 impl Message {

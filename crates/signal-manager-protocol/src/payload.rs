@@ -3,6 +3,7 @@
 //! protobuf, with the tags of `proto/signal_manager/v1/signal_manager.proto`),
 //! so one definition serves all three codecs.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,34 @@ pub struct WireSignal {
     /// Opaque signaling data.
     #[prost(string, tag = "3")]
     pub signal_data: String,
+}
+
+/// A [`WireSignal`] as a server reads it from a client: the strings
+/// borrowed from the frame where the codec allows it (JSON strings without
+/// escapes, nearly every signal's), owned otherwise. It accepts exactly what
+/// [`WireSignal`] accepts (a test holds the two equal).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SignalFields<'a> {
+    /// See [`WireSignal::target_client_id`].
+    #[serde(borrow)]
+    pub target_client_id: Cow<'a, str>,
+    /// See [`WireSignal::source_client_id`] (ignored from a client, but
+    /// still type-checked).
+    #[serde(borrow, default)]
+    pub source_client_id: Cow<'a, str>,
+    /// See [`WireSignal::signal_data`].
+    #[serde(borrow)]
+    pub signal_data: Cow<'a, str>,
+}
+
+impl From<WireSignal> for SignalFields<'_> {
+    fn from(wire: WireSignal) -> Self {
+        SignalFields {
+            target_client_id: Cow::Owned(wire.target_client_id),
+            source_client_id: Cow::Owned(wire.source_client_id),
+            signal_data: Cow::Owned(wire.signal_data),
+        }
+    }
 }
 
 /// ERROR: a failure, answering the frame whose id it carries.

@@ -23,8 +23,8 @@ use crate::auth::PeerPolicy;
 use crate::ids::ClientId;
 use crate::node::{new_token, Node, Outgoing, Registration, SessionHandle};
 use crate::protocol::{
-    decode_structured, encode_disconnect, encode_frame, encode_raw, CloseCode, ConnectAckPayload,
-    ConnectPayload, DisconnectReason, Frame, MessageType, WireSignal,
+    decode_signal, decode_structured, encode_disconnect, encode_frame, encode_raw, CloseCode,
+    ConnectAckPayload, ConnectPayload, DisconnectReason, Frame, MessageType,
 };
 use crate::telemetry;
 
@@ -414,7 +414,7 @@ impl Session {
         read_at: Instant,
     ) -> Option<End> {
         let id = frame.message_id;
-        let wire: WireSignal = match decode_structured(frame) {
+        let wire = match decode_signal(frame) {
             Ok(w) => w,
             Err(source) => {
                 let error = SessionError::Payload {
