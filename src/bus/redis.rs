@@ -34,7 +34,8 @@ use crate::telemetry::ErrorChain;
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most publishes in one pipeline.
 const MAX_BATCH: usize = 1024;
-/// Bound on connecting and on one pipeline round trip.
+/// Bound on connecting and on subscribing (a publish is bounded by the
+/// connection's response timeout).
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on the UNSUBSCRIBE of a subscription left on purpose: short, as
 /// the node receives nothing meanwhile (a live server answers in a round
@@ -187,18 +188,19 @@ async fn run_publisher(
                     pipe.add_command(publish);
                 }
                 let started = Instant::now();
-                let outcome =
-                    tokio::time::timeout(ROUND_TRIP_TIMEOUT, pipe.query_async::<Vec<usize>>(conn))
-                        .await;
+                // The connection's own response timeout bounds the round
+                // trip (crate::redis_conn::RESPONSE_TIMEOUT): no second
+                // timer per batch.
+                let outcome = pipe.query_async::<Vec<usize>>(conn).await;
                 metrics.redis_publish(started.elapsed().as_secs_f64());
                 match outcome {
-                    Ok(Ok(counts)) if counts.len() == batch.len() => Ok(counts),
-                    Ok(Ok(counts)) => Err(BusError::ReplyCount {
+                    Ok(counts) if counts.len() == batch.len() => Ok(counts),
+                    Ok(counts) => Err(BusError::ReplyCount {
                         sent: batch.len(),
                         got: counts.len(),
                     }),
-                    Ok(Err(e)) => Err(BusError::Command(Arc::new(e))),
-                    Err(_) => Err(BusError::Timeout),
+                    Err(e) if e.is_timeout() => Err(BusError::Timeout),
+                    Err(e) => Err(BusError::Command(Arc::new(e))),
                 }
             }
         };

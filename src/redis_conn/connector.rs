@@ -134,7 +134,7 @@ impl Connector {
     pub async fn multiplexed(&self) -> redis::RedisResult<MultiplexedConnection> {
         let result = match &self.0.target {
             Target::Direct(client) => client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&super::connection_config())
                 .await
                 .map_err(|e| self.name_refusal(e)),
             Target::Sentinel(set) => set

@@ -22,6 +22,24 @@ pub use connector::Connector;
 pub use pool::{pool, Connection, Pool};
 pub use tls::TlsOptions;
 
+use std::time::Duration;
+
+/// How long a command (or a pipeline) on a multiplexed connection may wait
+/// for its reply, its queueing included, before it fails with a timeout:
+/// a hung Redis fails commands instead of holding them. The bus's
+/// publisher relies on it and sets no timer of its own.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long opening a connection may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The settings of every multiplexed connection made here.
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+}
+
 /// Why a Redis backend cannot be set up. Messages name the configuration
 /// key at fault and never quote a URL (it may carry a password).
 #[derive(Debug, thiserror::Error)]

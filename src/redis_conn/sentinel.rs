@@ -230,7 +230,9 @@ impl SentinelSet {
             _ => ConnectionAddr::Tcp(host.clone(), *port),
         };
         let client = self.tls.client(self.data.clone().set_addr(addr))?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&super::connection_config())
+            .await?;
         check_master(&mut conn).await?;
         Ok((client, conn))
     }
@@ -284,7 +286,9 @@ impl SentinelSet {
         // the connection and refuses the command.
         self.sentinels[index]
             .connect(|client| async move {
-                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&super::connection_config())
+                    .await?;
                 redis::cmd("SENTINEL")
                     .arg("get-master-addr-by-name")
                     .arg(master)

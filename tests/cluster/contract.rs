@@ -11,8 +11,8 @@ use signal_manager_service::metrics::Metrics;
 use signal_manager_service::presence::{Location, MemoryPresence, PresenceRegistry, RedisPresence};
 use tokio::sync::oneshot;
 
-use crate::support::eventually;
 use crate::support::redis_server::RedisServer;
+use crate::support::{eventually, send_os_signal};
 use crate::unique_prefix;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -240,6 +240,36 @@ async fn redis_bus_meets_the_contract() {
     let redis = RedisServer::start().await;
     let bus = RedisBus::new(&redis.url(), &unique_prefix("bus"), Metrics::new().into()).unwrap();
     bus_contract(&bus).await;
+}
+
+/// A hung Redis (SIGSTOP) fails a publish within the connection's response
+/// timeout instead of holding it, so the origin can answer the signal.
+#[tokio::test]
+async fn a_publish_to_a_hung_redis_fails_instead_of_waiting() {
+    let redis = RedisServer::start().await;
+    let bus = RedisBus::new(&redis.url(), &unique_prefix("hung"), Metrics::new().into()).unwrap();
+    let node = NodeId::new("node-a");
+    let (sink, _inbox) = ChannelSink::pair();
+    // The bus holds the sink weakly: keep it alive for the whole test.
+    bus.subscribe(&node, sink.clone()).await.unwrap();
+    wait_subscribed(&bus, &node).await;
+    send_os_signal(redis.pid(), "STOP");
+    let (tx, rx) = oneshot::channel();
+    bus.publish(
+        &node,
+        bytes::Bytes::from_static(b"held?"),
+        Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        })),
+    );
+    // Generous against the 500 ms response timeout; without one the
+    // publish would wait for as long as Redis hangs.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), rx).await;
+    send_os_signal(redis.pid(), "CONT");
+    assert!(
+        matches!(outcome, Ok(Ok(Err(_)))),
+        "a publish to a hung Redis must fail, got {outcome:?}"
+    );
 }
 
 #[tokio::test]
