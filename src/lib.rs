@@ -45,7 +45,8 @@
 //! Private: `node` (local sessions, routing, inbound envelopes, upkeep),
 //! `server` (the WebSocket listener, the session task, the admin HTTP),
 //! `telemetry` (logging and tracing), `redis_names` (every Redis key and
-//! channel name), `turn` (the ICE servers of CONNECT_ACK).
+//! channel name), `turn` (the ICE servers of CONNECT_ACK), `wake` (a
+//! wake-up for one waiting task, cheaper than a `Notify`).
 
 // The admin and connection futures nest the node's futures deeply enough
 // that proving them `Send` passes the default depth of 128.
@@ -68,6 +69,7 @@ mod server;
 pub mod shutdown;
 mod telemetry;
 mod turn;
+mod wake;
 
 /// The wire protocol (the `signal-manager-protocol` crate).
 pub use signal_manager_protocol as protocol;

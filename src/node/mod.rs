@@ -23,7 +23,6 @@ mod route_error;
 mod router;
 mod trim;
 mod upkeep;
-mod wake;
 
 #[cfg(feature = "bench")]
 pub(crate) mod bench;

@@ -13,9 +13,9 @@ use bytes::Bytes;
 
 use uuid::Uuid;
 
-use super::wake::Wake;
 use crate::ids::{ClientId, NodeId, SessionId};
 use crate::protocol::{Codec, DisconnectReason};
+use crate::wake::Wake;
 
 /// Why a frame was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -6,8 +6,9 @@
 //!
 //! Cheaper than `tokio::sync::Notify` for a single waiter, and that is
 //! where it pays: a session polls its queue's wake-up once per frame it
-//! reads, and `Notify` takes a lock to register the waiter and again to
-//! drop it; this takes one atomic swap when nothing is due.
+//! reads, and a bus subscriber its events once per envelope; `Notify`
+//! takes a lock to register the waiter and again to drop it (or to poll
+//! it again); this takes one atomic swap when nothing is due.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
