@@ -8,7 +8,9 @@
 //! batch in flight) and makes the Redis cost per signal that of a pipelined
 //! PUBLISH. PUBLISH's receiver count comes back to the caller.
 //!
-//! The subscriber hands each envelope to the node on its own task. When it
+//! The subscriber hands each envelope to the node on its own task; the
+//! rare events it acts on (probes stopped, master switched, leave) reach it
+//! through one flag, gathered by a task of their own. When it
 //! leaves a connection on purpose (the master was switched, probes stopped
 //! coming back), it unsubscribes first and hands over everything that
 //! arrived before the reply: Redis counted those as received.
@@ -20,8 +22,9 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{BusError, EnvelopeSink, LeaveRequest, Leaves, MessageBus, PublishDone};
 use crate::ids::NodeId;
@@ -29,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::redis_conn::Connector;
 use crate::redis_names::RedisNames;
 use crate::telemetry::ErrorChain;
+use crate::wake::Wake;
 
 /// Publishes waiting for the publisher task before new ones are refused.
 const PUBLISH_QUEUE: usize = 65_536;
@@ -232,10 +236,16 @@ async fn run_subscriber(
     channel: String,
     sink: Weak<dyn EnvelopeSink>,
     resubscribe: Arc<Notify>,
-    mut leaving: mpsc::Receiver<LeaveRequest>,
+    leaving: mpsc::Receiver<LeaveRequest>,
 ) {
+    let events = Arc::new(Events::default());
+    let _gatherer = AbortOnDropHandle::new(tokio::spawn(gather_events(
+        Arc::clone(&events),
+        resubscribe,
+        client.switches(),
+        leaving,
+    )));
     let mut backoff = Duration::from_millis(50);
-    let mut switches = client.switches();
     loop {
         let subscribed = async {
             let mut pubsub = tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.pubsub())
@@ -260,8 +270,11 @@ async fn run_subscriber(
             // Split, so that leaving on purpose can unsubscribe while the
             // stream still holds what arrived before.
             let (mut commands, mut stream) = pubsub.split();
-            loop {
+            let control = loop {
                 tokio::select! {
+                    // Events first: a backlog of envelopes cannot hold them back.
+                    biased;
+                    control = events.next() => break control,
                     message = stream.next() => match message {
                         Some(message) => {
                             // Handled right here: no extra task hop, no copy.
@@ -270,26 +283,27 @@ async fn run_subscriber(
                             };
                             sink.on_envelope(message.get_payload_bytes());
                         }
-                        None => break,
+                        None => break Control::Lost,
                     },
-                    _ = resubscribe.notified() => {
-                        tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
-                        leave(&mut commands, &mut stream, &channel, &sink).await;
-                        break;
+                }
+            };
+            match control {
+                Control::Lost => {}
+                Control::Resubscribe => {
+                    tracing::warn!(%channel, "probe echoes stopped; re-subscribing");
+                    leave(&mut commands, &mut stream, &channel, &sink).await;
+                }
+                Control::Switched => {
+                    tracing::info!(%channel, "the master was switched; re-subscribing");
+                    leave(&mut commands, &mut stream, &channel, &sink).await;
+                }
+                Control::Leave(request) => {
+                    leave(&mut commands, &mut stream, &channel, &sink).await;
+                    tracing::info!(%channel, "left the node channel");
+                    if let Some(done) = request {
+                        let _ = done.send(());
                     }
-                    _ = switches.changed() => {
-                        tracing::info!(%channel, "the master was switched; re-subscribing");
-                        leave(&mut commands, &mut stream, &channel, &sink).await;
-                        break;
-                    }
-                    request = leaving.recv() => {
-                        leave(&mut commands, &mut stream, &channel, &sink).await;
-                        tracing::info!(%channel, "left the node channel");
-                        if let Some(done) = request {
-                            let _ = done.send(());
-                        }
-                        return;
-                    }
+                    return;
                 }
             }
         }
@@ -298,18 +312,98 @@ async fn run_subscriber(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            request = leaving.recv() => {
-                // Not subscribed: nothing to leave.
-                if let Some(done) = request {
-                    let _ = done.send(());
+            control = events.next() => {
+                if let Control::Leave(request) = control {
+                    // Not subscribed: nothing to leave.
+                    if let Some(done) = request {
+                        let _ = done.send(());
+                    }
+                    return;
                 }
-                return;
+                // A re-subscription is what comes next anyway.
             }
         }
         // At most half a second between attempts: routing must be back
         // within 2 s of Redis answering again.
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
+}
+
+/// The rare events a subscriber acts on, gathered by a task of their own
+/// ([`gather_events`]) so that the subscriber's loop checks one flag per
+/// envelope: polling a `Notify`, a `watch` and a channel there took a lock
+/// or two per envelope.
+#[derive(Default)]
+struct Events {
+    wake: Wake,
+    next: Mutex<Option<Control>>,
+}
+
+impl Events {
+    /// Posts `control` for the subscriber. A leave replaces what waits;
+    /// anything else only fills an empty slot (one re-subscription answers
+    /// any number of reasons for one).
+    fn post(&self, control: Control) {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(control, Control::Leave(_)) || next.is_none() {
+            *next = Some(control);
+        }
+        drop(next);
+        self.wake.raise();
+    }
+
+    /// The next posted event (cancel-safe: nothing is taken until it resolves).
+    async fn next(&self) -> Control {
+        loop {
+            self.wake.wait().await;
+            if let Some(control) = self.next.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return control;
+            }
+        }
+    }
+}
+
+/// Turns a probe alarm, a master switch and a leave request into events
+/// for one subscriber, until it is asked to leave (or is dropped: it holds
+/// this task's abort handle).
+async fn gather_events(
+    events: Arc<Events>,
+    resubscribe: Arc<Notify>,
+    mut switches: watch::Receiver<u64>,
+    mut leaving: mpsc::Receiver<LeaveRequest>,
+) {
+    let mut watching = true;
+    loop {
+        let control = tokio::select! {
+            _ = resubscribe.notified() => Control::Resubscribe,
+            changed = switches.changed(), if watching => match changed {
+                Ok(()) => Control::Switched,
+                // The connector is gone: no switch can come any more.
+                Err(_) => {
+                    watching = false;
+                    continue;
+                }
+            },
+            request = leaving.recv() => Control::Leave(request),
+        };
+        let last = matches!(control, Control::Leave(_));
+        events.post(control);
+        if last {
+            return;
+        }
+    }
+}
+
+/// Why a subscriber stops reading its subscription.
+enum Control {
+    /// The connection ended.
+    Lost,
+    /// The node's probes stopped coming back: subscribe again.
+    Resubscribe,
+    /// Sentinel switched the master: subscribe on the new one.
+    Switched,
+    /// The bus is leaving for good (`None`: nobody waits for it).
+    Leave(Option<LeaveRequest>),
 }
 
 /// Leaves a subscription on purpose without losing what it carries: every
@@ -344,5 +438,53 @@ async fn leave(
     .await;
     if drained > 0 {
         tracing::debug!(%channel, drained, "handled envelopes of the subscription left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[test]
+    fn a_leave_is_never_lost_behind_another_event() {
+        let events = Events::default();
+        events.post(Control::Resubscribe);
+        let (done, _left) = tokio::sync::oneshot::channel();
+        events.post(Control::Leave(Some(done)));
+        events.post(Control::Switched);
+        assert!(matches!(
+            events.next().now_or_never(),
+            Some(Control::Leave(Some(_)))
+        ));
+        assert!(events.next().now_or_never().is_none(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn the_gatherer_turns_each_source_into_an_event() {
+        let events = Arc::new(Events::default());
+        let resubscribe = Arc::new(Notify::new());
+        let (switch, switches) = watch::channel(0u64);
+        let (leave, leaving) = mpsc::channel(1);
+        let gatherer = tokio::spawn(gather_events(
+            Arc::clone(&events),
+            Arc::clone(&resubscribe),
+            switches,
+            leaving,
+        ));
+        resubscribe.notify_one();
+        assert!(matches!(events.next().await, Control::Resubscribe));
+        switch.send_replace(1);
+        assert!(matches!(events.next().await, Control::Switched));
+        // A switch source that is gone is no event.
+        drop(switch);
+        let (done, left) = tokio::sync::oneshot::channel();
+        leave.send(done).await.unwrap();
+        match events.next().await {
+            Control::Leave(Some(done)) => done.send(()).unwrap(),
+            _ => panic!("expected the leave request"),
+        }
+        left.await.unwrap();
+        gatherer.await.unwrap();
     }
 }
