@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the local route decision: a signal whose target is
 //! on the same node is encoded in the target's codec and queued on its
 //! outbox without touching the cluster backend; plus the hub lookup that
-//! decides it, and the envelope a cross-node signal travels in. Built on the real node with in-memory backends; needs
+//! decides it, and the envelope a cross-node signal travels in. Built on
+//! the real node with in-memory backends; needs
 //! `cargo bench --features bench`.
 
 use std::hint::black_box;

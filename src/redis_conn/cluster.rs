@@ -127,7 +127,9 @@ pub async fn check_seed(urls: &[String], tls: &TlsOptions) -> Result<(), RedisSe
         source,
     })?;
     let answer = tokio::time::timeout(NODE_TIMEOUT * 2, async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&super::connection_config())
+            .await?;
         redis::cmd("INFO")
             .arg("cluster")
             .query_async::<String>(&mut conn)

@@ -1,7 +1,8 @@
 //! The hot path's codec for [`Envelope::Signal`](super::Envelope::Signal):
 //! the bytes rmp-serde writes for it, read and written field by field with
-//! rmp's primitives instead of through serde's visitors (a few hundred
-//! instructions per signal instead of about two thousand).
+//! rmp's primitives instead of through serde's visitors (about 1,450
+//! instructions per decode under callgrind instead of 1,650; most of what
+//! is left is the UTF-8 check of its strings, which any decoder needs).
 //!
 //! rmp-serde (compact form) writes the envelope as a one-entry map from the
 //! variant's name to the struct, the struct as an array of its fields in
